@@ -1,0 +1,47 @@
+"""What each photon-os-installer version accepts, from the installer's own ``known_keys``.
+
+A kickstart key outside the chosen version's set makes the real installer stop with
+"Unknown install_config keys", so every key photonkick emits is checked against it.
+"""
+
+from __future__ import annotations
+
+INSTALLER_VERSIONS = ("2.3", "2.7", "2.8", "2.9")
+RELEASES = ("4.0", "5.0")
+LINUX_FLAVORS = ("linux", "linux-esx", "linux-aws", "linux-secure", "linux-rt")
+FILESYSTEMS = ("ext4", "xfs", "btrfs", "vfat", "swap")
+
+_COMMON = frozenset(
+    "additional_files additional_packages additional_rpms_path arch autopartition bootmode "
+    "disk eject_cdrom hostname linux_flavor live log_level network packagelist_file packages "
+    "partition_type partitions password photon_docker_image postinstall postinstallscripts "
+    "public_key search_path setup_grub_script shadow_password type ui".split()
+)
+_SINCE_2_3 = frozenset("preinstall preinstallscripts repos".split())
+_SINCE_2_7 = frozenset(
+    "insecure_repo ansible disks docker manifest_file no_clean no_unmount packagelist_files "
+    "tdnf_cachedir user_grub_cfg_file".split()
+)
+_SINCE_2_8 = frozenset(
+    "build_mounts dps environment firstboot prepkgsinstall prepkgsinstallscripts security".split()
+)
+_SINCE_2_9 = frozenset("archives grub plugins services".split())
+_ARCH_KEYS = frozenset(
+    f"{key}_{arch}" for key in ("packages", "linux_flavor") for arch in ("x86_64", "aarch64")
+)
+
+KNOWN_KEYS: dict[str, frozenset[str]] = {
+    "2.3": _COMMON | _SINCE_2_3 | {"ostree", "install_linux_esx"},
+    "2.7": _COMMON | _SINCE_2_3 | _SINCE_2_7 | _ARCH_KEYS | {"ostree"},
+    "2.8": _COMMON | _SINCE_2_3 | _SINCE_2_7 | _SINCE_2_8 | _ARCH_KEYS | {"ostree"},
+    "2.9": _COMMON | _SINCE_2_3 | _SINCE_2_7 | _SINCE_2_8 | _SINCE_2_9 | _ARCH_KEYS,
+}
+"""Kickstart keys each installer version accepts (installer.py ``known_keys``)."""
+
+FORBIDDEN_KEYS: dict[str, str] = {
+    "public_key": "it adds the key to root and rewrites sshd to 'PermitRootLogin yes'; "
+    "give the key to a user under 'users' instead",
+    "postinstall": "use the host key 'postinstall'; photonkick adds its own lines around it",
+    "hostname": "use the host key 'name'",
+}
+"""Raw kickstart keys a spec may not set, with the reason."""

@@ -1,0 +1,248 @@
+"""Load a whole spec file: merge defaults and profiles into hosts, check across hosts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from photonkick.kickstarts.errors import Problem, SpecError
+from photonkick.kickstarts.fields import (
+    Field,
+    Invalid,
+    Reader,
+    choice,
+    nonempty_text,
+    read_map,
+    text,
+)
+from photonkick.kickstarts.hosts import HOST_FIELDS, PER_HOST_ONLY, build_host
+from photonkick.kickstarts.installer import (
+    FORBIDDEN_KEYS,
+    INSTALLER_VERSIONS,
+    KNOWN_KEYS,
+    RELEASES,
+)
+from photonkick.kickstarts.source import Map, Node, Scalar, Seq, load_yaml_file, parse_yaml
+from photonkick.kickstarts.spec import Host, Inventory, Photon, ServerUrls
+
+
+def load_inventory(path: Path, environ: Mapping[str, str] | None = None) -> Inventory:
+    """Read and check a spec file; raise SpecError listing every problem in it."""
+    return inventory_from_node(load_yaml_file(path), path, environ)
+
+
+def inventory_from_text(
+    text_: str, path: Path, environ: Mapping[str, str] | None = None
+) -> Inventory:
+    """Like load_inventory, for text already in memory (``path`` names it and anchors files)."""
+    return inventory_from_node(parse_yaml(text_, str(path)), path, environ)
+
+
+def http_url(reader: Reader, node: Node, path: str) -> str:
+    """An http:// or https:// URL without a trailing slash."""
+    value = text(reader, node, path).rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise reader.fail(node.loc, path, f"{value!r} is not an http:// or https:// URL")
+    if parts.query or parts.fragment:
+        raise reader.fail(node.loc, path, "must not have a query or fragment")
+    return value
+
+
+PHOTON_FIELDS = {
+    "release": Field(choice(*RELEASES), "5.0"),
+    "installer": Field(choice(*INSTALLER_VERSIONS), "2.7"),
+}
+SERVER_FIELDS = {
+    "url": Field(http_url, required=True),
+    "repo_url": Field(http_url),
+}
+
+
+TOP_FIELDS = {
+    "photon": Field(lambda r, n, p: Photon(**read_map(r, n, p, PHOTON_FIELDS)), Photon),
+    "server": Field(lambda r, n, p: ServerUrls(**read_map(r, n, p, SERVER_FIELDS)), required=True),
+    "templates": Field(nonempty_text),
+    "defaults": Field(lambda r, n, p: n),
+    "profiles": Field(lambda r, n, p: n),
+    "hosts": Field(lambda r, n, p: n, required=True),
+}
+
+
+def inventory_from_node(root: Node, path: Path, environ: Mapping[str, str] | None) -> Inventory:
+    """Build the Inventory from a parsed YAML tree."""
+    reader = Reader(path.parent, environ)
+    try:
+        top = read_map(reader, root, "", TOP_FIELDS)
+    except Invalid:
+        raise SpecError(reader.problems) from None
+    photon = top["photon"] or Photon()
+    layers = _check_layers(reader, top["defaults"], top["profiles"])
+    hosts = _build_hosts(reader, top["hosts"], layers, photon)
+    if reader.problems:
+        raise SpecError(_unique(reader.problems))
+    templates = None
+    if top["templates"] is not None:
+        templates = (path.parent / top["templates"]).resolve()
+        if not templates.is_dir():
+            raise SpecError([Problem(root.loc, "templates", f"{templates} is not a directory")])
+    return Inventory(path, photon, top["server"], tuple(hosts), templates)
+
+
+def _check_layers(reader: Reader, defaults: Node | None, profiles: Node | None) -> dict[str, Map]:
+    """Check defaults and each profile on their own; return them keyed '' and by name."""
+    layers: dict[str, Map] = {}
+    named: list[tuple[str, str, Node]] = []
+    if defaults is not None:
+        named.append(("", "defaults", defaults))
+    if profiles is not None:
+        if isinstance(profiles, Map):
+            named += [(k, f"profiles.{k}", v) for k, v in profiles.items.items()]
+        else:
+            reader.fail(profiles.loc, "profiles", "expected a mapping of profile names")
+    for key, where, node in named:
+        if isinstance(node, Scalar) and node.value is None:
+            node = Map({}, node.loc)
+        if not isinstance(node, Map):
+            reader.fail(node.loc, where, "expected a mapping of host keys")
+            continue
+        for only in PER_HOST_ONLY:
+            if only in node.items:
+                reader.fail(node.key_locs[only], f"{where}.{only}", "can only be set on a host")
+        partial = Map(
+            {k: v for k, v in node.items.items() if k not in PER_HOST_ONLY}, node.loc, node.key_locs
+        )
+        fields = {k: Field(f.parse, f.default) for k, f in HOST_FIELDS.items()}
+        try:
+            read_map(reader, partial, where, fields)
+        except Invalid:
+            pass
+        layers[key] = partial
+    return layers
+
+
+def _build_hosts(
+    reader: Reader, hosts_node: Node | None, layers: dict[str, Map], photon: Photon
+) -> list[Host]:
+    if hosts_node is None:
+        return []
+    if not isinstance(hosts_node, Seq):
+        reader.fail(hosts_node.loc, "hosts", "expected a list of hosts")
+        return []
+    hosts: list[Host] = []
+    names: dict[str, int] = {}
+    macs: dict[str, int] = {}
+    for i, node in enumerate(hosts_node.items):
+        where = f"hosts[{i}]"
+        if not isinstance(node, Map):
+            reader.fail(node.loc, where, "expected a mapping of host keys")
+            continue
+        merged = _merge_layers(reader, node, where, layers)
+        host = build_host(reader, merged, where)
+        if host is None:
+            continue
+        if _check_host(reader, host, node, where, photon, names, macs, i):
+            hosts.append(host)
+    return hosts
+
+
+def _merge_layers(reader: Reader, node: Map, where: str, layers: dict[str, Map]) -> Map:
+    merged: Node = layers.get("", Map({}, node.loc))
+    profile_node = node.items.get("profile")
+    profile_list: list[tuple[str, Node]] = []
+    if isinstance(profile_node, Scalar) and isinstance(profile_node.value, str):
+        profile_list = [(profile_node.value, profile_node)]
+    elif isinstance(profile_node, Seq):
+        profile_list = [(str(n.value), n) for n in profile_node.items if isinstance(n, Scalar)]
+    for name, pnode in profile_list:
+        if name not in layers or name == "":
+            known = ", ".join(k for k in layers if k) or "none defined"
+            reader.fail(
+                pnode.loc, f"{where}.profile", f"unknown profile {name!r}", f"profiles: {known}"
+            )
+            continue
+        merged = merge_nodes(merged, layers[name])
+    result = merge_nodes(merged, node)
+    assert isinstance(result, Map)
+    return result
+
+
+def merge_nodes(base: Node, over: Node) -> Node:
+    """Deep-merge mappings; any other value (lists included) in ``over`` replaces ``base``."""
+    if isinstance(base, Map) and isinstance(over, Map):
+        items = dict(base.items)
+        key_locs = dict(base.key_locs)
+        for key, value in over.items.items():
+            items[key] = merge_nodes(base.items[key], value) if key in base.items else value
+            key_locs[key] = over.key_locs[key]
+        return Map(items, over.loc, key_locs)
+    return over
+
+
+def _check_host(
+    reader: Reader,
+    host: Host,
+    node: Map,
+    where: str,
+    photon: Photon,
+    names: dict[str, int],
+    macs: dict[str, int],
+    index: int,
+) -> bool:
+    ok = True
+    lowered = host.name.lower()
+    if lowered in names:
+        reader.fail(
+            node.items["name"].loc,
+            f"{where}.name",
+            f"{host.name!r} is already hosts[{names[lowered]}]",
+        )
+        ok = False
+    names.setdefault(lowered, index)
+    if host.mac is None and host.boot == "pxe":
+        reader.fail(node.loc, f"{where}.mac", "is required for boot: pxe")
+        ok = False
+    if host.mac is not None:
+        if host.mac in macs:
+            reader.fail(
+                node.items["mac"].loc,
+                f"{where}.mac",
+                f"{host.mac} is already hosts[{macs[host.mac]}]",
+            )
+            ok = False
+        macs.setdefault(host.mac, index)
+    ok = _check_raw_kickstart(reader, host, node, where, photon) and ok
+    return ok
+
+
+def _check_raw_kickstart(reader: Reader, host: Host, node: Map, where: str, photon: Photon) -> bool:
+    if not host.kickstart:
+        return True
+    ks_node = node.items.get("kickstart")
+    ok = True
+    known = KNOWN_KEYS[photon.installer]
+    for key, _ in host.kickstart:
+        loc = ks_node.key_locs.get(key, ks_node.loc) if isinstance(ks_node, Map) else node.loc
+        if key in FORBIDDEN_KEYS:
+            reader.fail(loc, f"{where}.kickstart.{key}", "not allowed", FORBIDDEN_KEYS[key])
+            ok = False
+        elif key not in known:
+            reader.fail(
+                loc,
+                f"{where}.kickstart.{key}",
+                f"installer {photon.installer} does not know this key",
+            )
+            ok = False
+    return ok
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    """Drop repeats: a problem in ``defaults`` would otherwise come back once per host."""
+    seen: set[tuple[object, str]] = set()
+    out = []
+    for p in problems:
+        if (p.location, p.message) not in seen:
+            seen.add((p.location, p.message))
+            out.append(p)
+    return out

@@ -1,0 +1,228 @@
+"""Build a host's Photon kickstart as data; ``dumps`` makes the strict JSON the installer reads."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+
+from photonkick.kickstarts.errors import RenderError
+from photonkick.kickstarts.installer import KNOWN_KEYS
+from photonkick.kickstarts.network import network_config
+from photonkick.kickstarts.passwords import derived_salt, sha512_crypt_hash
+from photonkick.kickstarts.secrets import REDACTED, Secret
+from photonkick.kickstarts.spec import Container, Host, Inventory, User
+from photonkick.kickstarts.tokens import callback_base, host_token
+from photonkick.templates import render, systemd_quote
+
+FIRSTBOOT_UNIT = "photonkick-firstboot.service"
+RESTART_POLICY = {
+    "always": "always",
+    "unless-stopped": "always",
+    "on-failure": "on-failure",
+    "no": "no",
+}
+"""Docker restart policies as systemd Restart= values (systemd owns the container's life)."""
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """What makes one build of a host unique: its number and the state directory's secret."""
+
+    build: int
+    secret: bytes
+
+    def token(self, host: str) -> str:
+        """The host's token for this build."""
+        return host_token(self.secret, host, self.build)
+
+
+@dataclass(frozen=True)
+class _View:
+    """Turns secrets into text, or into a placeholder when redacting."""
+
+    redact: bool
+
+    def text(self, value: str | Secret) -> str:
+        if isinstance(value, Secret):
+            return REDACTED if self.redact else value.reveal()
+        return value
+
+
+def build_kickstart(
+    host: Host, inventory: Inventory, build: BuildInfo, *, redact: bool = False
+) -> dict[str, Any]:
+    """The kickstart for one host as a dict of installer keys.
+
+    With ``redact`` every secret (hashes, registry passwords, env secrets, the token) is
+    replaced by a placeholder, for showing to people.
+    """
+    view = _View(redact)
+    token = REDACTED if redact else build.token(host.name)
+    base = callback_base(inventory.server.url, host.name, token)
+    ks: dict[str, Any] = {
+        "hostname": host.name,
+        "disk": host.disk,
+        "bootmode": "efi" if host.firmware == "efi" else "bios",
+        "packages": list(host.packages),
+        "linux_flavor": host.linux_flavor,
+        "network": network_config(host, inventory.photon.installer),
+        "postinstall": _postinstall(host, inventory, build, view, base).splitlines(),
+    }
+    if host.partitions:
+        ks["partitions"] = [_partition(p) for p in host.partitions]
+    if host.root.allow_login and host.root.password_hash is not None:
+        ks["password"] = {"crypted": True, "text": view.text(host.root.password_hash), "age": -1}
+    if host.boot == "iso":
+        ks["eject_cdrom"] = True
+    ks.update(dict(host.kickstart))
+    unknown = set(ks) - KNOWN_KEYS[inventory.photon.installer]
+    if unknown:
+        raise RenderError(
+            f"{host.name}: installer {inventory.photon.installer} does not know "
+            f"kickstart keys {sorted(unknown)}"
+        )
+    return ks
+
+
+def dumps(kickstart: dict[str, Any]) -> str:
+    """Canonical strict JSON (installer 2.3 and Photon 3 read nothing else)."""
+    return json.dumps(kickstart, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+
+
+def _partition(part: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"filesystem": part.filesystem}
+    if part.mountpoint:
+        out["mountpoint"] = part.mountpoint
+    if part.size is not None:
+        out["size"] = part.size
+    if part.sizepercent is not None:
+        out["sizepercent"] = part.sizepercent
+    if part.lvm:
+        out["lvm"] = {"vg_name": part.lvm[0], "lv_name": part.lvm[1]}
+    if part.fs_options:
+        out["fs_options"] = part.fs_options
+    return out
+
+
+def _user_hash(user: User, build: BuildInfo, view: _View) -> str:
+    if user.password_hash is not None:
+        return view.text(user.password_hash)
+    if user.password is not None:
+        if view.redact:
+            return REDACTED
+        # One salt per user name for the whole fleet: hashed once, reused by every host.
+        return sha512_crypt_hash(user.password.reveal(), derived_salt(build.secret, user.name))
+    return "*"
+
+
+def _users(host: Host, build: BuildInfo, view: _View) -> list[dict[str, Any]]:
+    users = []
+    for user in host.users:
+        password_hash = _user_hash(user, build, view)
+        no_password = password_hash == "*"
+        rule = f"{user.name} ALL=(ALL) {'NOPASSWD: ' if no_password else ''}ALL"
+        users.append(
+            {
+                "name": user.name,
+                "groups": user.groups,
+                "ssh_keys": user.ssh_keys,
+                "shell": user.shell,
+                "sudo": user.sudo,
+                "sudo_rule": rule,
+                "password_hash": password_hash,
+            }
+        )
+    return users
+
+
+def _container_view(c: Container) -> dict[str, Any]:
+    args = ["/usr/bin/docker", "run", "--rm", "--name", c.name]
+    for port in c.ports:
+        args += ["-p", port]
+    for vol in c.volumes:
+        args += ["-v", vol]
+    if c.env:
+        args += ["--env-file", f"/etc/photonkick/containers/{c.name}.env"]
+    args += [c.image, *c.command]
+    return {
+        "name": c.name,
+        "image": c.image,
+        "unit": f"photonkick-container-{c.name}.service",
+        "systemd_restart": RESTART_POLICY[c.restart],
+        "exec_start": " ".join(systemd_quote(a) for a in args),
+        "host_dirs": [v.split(":", 1)[0] for v in c.volumes if v.startswith("/")],
+    }
+
+
+def _file(path: str, content: str, mode: str, *, secret: bool = False) -> dict[str, Any]:
+    if not content.endswith("\n"):
+        content += "\n"
+    encoded = base64.b64encode(content.encode()).decode() if secret else ""
+    return {"path": path, "content": content, "mode": mode, "secret": secret, "base64": encoded}
+
+
+def _postinstall(host: Host, inventory: Inventory, build: BuildInfo, view: _View, base: str) -> str:
+    user_dir = inventory.templates
+    containers = [_container_view(c) for c in host.containers]
+    ctx: dict[str, Any] = {
+        "host": host,
+        "build": build.build,
+        "callback_base": base,
+        "docker": host.docker,
+        "containers": containers,
+        "registries": host.registries,
+    }
+    try:
+        files = [
+            _file(
+                "/usr/local/libexec/photonkick/firstboot",
+                render("kickstart/firstboot.sh.j2", user_dir, **ctx),
+                "0700",
+            ),
+            _file(
+                f"/etc/systemd/system/{FIRSTBOOT_UNIT}",
+                render("kickstart/photonkick-firstboot.service.j2", user_dir, **ctx),
+                "0644",
+            ),
+        ]
+        for i, registry in enumerate(host.registries, start=1):
+            files.append(
+                _file(
+                    f"/etc/photonkick/registry-{i}.password",
+                    view.text(registry.password),
+                    "0600",
+                    secret=True,
+                )
+            )
+        for c, cv in zip(host.containers, containers, strict=True):
+            if c.env:
+                env = "".join(f"{k}={view.text(v)}\n" for k, v in c.env)
+                files.append(
+                    _file(f"/etc/photonkick/containers/{c.name}.env", env, "0600", secret=True)
+                )
+            files.append(
+                _file(
+                    f"/etc/systemd/system/{cv['unit']}",
+                    render("kickstart/container.service.j2", user_dir, c=cv),
+                    "0644",
+                )
+            )
+        root_hash = view.text(host.root.password_hash) if host.root.password_hash else "*"
+        return render(
+            "kickstart/postinstall.sh.j2",
+            user_dir,
+            **ctx,
+            users=_users(host, build, view),
+            root_login=host.root.allow_login,
+            root_hash=root_hash,
+            files=files,
+            units=[FIRSTBOOT_UNIT],
+            extra_lines=host.postinstall,
+        )
+    except jinja2.TemplateError as exc:
+        where = getattr(exc, "filename", None) or getattr(exc, "name", None) or "template"
+        raise RenderError(f"{host.name}: cannot render {where}: {exc}") from exc

@@ -1,0 +1,147 @@
+"""The checked, normalized host spec: frozen dataclasses, built only by ``inventory.load``."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from photonkick.kickstarts.secrets import Secret
+
+DEFAULT_PACKAGES = ("minimal", "linux-esx", "initramfs", "docker", "sudo", "curl")
+"""A minimal Photon host with docker, sudo for users and curl for the callbacks."""
+
+
+@dataclass(frozen=True)
+class StaticNetwork:
+    """A fixed IPv4 address on the host's first NIC."""
+
+    address: ipaddress.IPv4Interface
+    gateway: ipaddress.IPv4Address | None
+    dns: tuple[ipaddress.IPv4Address, ...] = ()
+    search: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition in the installer's own form (sizes in MiB; 0 = fill the disk)."""
+
+    mountpoint: str | None
+    filesystem: str
+    size: int | None = None
+    sizepercent: int | None = None
+    lvm: tuple[str, str] | None = None
+    fs_options: str | None = None
+
+
+@dataclass(frozen=True)
+class User:
+    """A login user created by the postinstall script."""
+
+    name: str
+    groups: tuple[str, ...] = ()
+    ssh_keys: tuple[str, ...] = ()
+    password_hash: str | Secret | None = None
+    password: Secret | None = None
+    sudo: bool = False
+    shell: str = "/bin/bash"
+
+
+@dataclass(frozen=True)
+class Root:
+    """Root's login policy: locked unless allow_login is set together with a password hash."""
+
+    allow_login: bool = False
+    password_hash: str | Secret | None = None
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A container registry to log in to before pulling."""
+
+    server: str
+    username: str
+    password: Secret | str
+
+
+@dataclass(frozen=True)
+class Container:
+    """A container pulled and started at first boot, kept running by systemd."""
+
+    name: str
+    image: str
+    ports: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    env: tuple[tuple[str, str | Secret], ...] = ()
+    restart: str = "unless-stopped"
+    command: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VmSize:
+    """The ESXi VM that holds the host."""
+
+    cpus: int = 2
+    memory_mb: int = 2048
+    disk_gb: int = 40
+    network: str | None = None
+    datastore: str | None = None
+
+
+@dataclass(frozen=True)
+class Host:
+    """One machine, after defaults and profiles were merged into it."""
+
+    name: str
+    mac: str | None
+    profiles: tuple[str, ...] = ()
+    firmware: str = "efi"
+    boot: str = "pxe"
+    disk: str = "/dev/sda"
+    partitions: tuple[Partition, ...] = ()
+    packages: tuple[str, ...] = DEFAULT_PACKAGES
+    linux_flavor: str = "linux-esx"
+    network: StaticNetwork | None = None
+    users: tuple[User, ...] = ()
+    root: Root = field(default_factory=Root)
+    containers: tuple[Container, ...] = ()
+    registries: tuple[Registry, ...] = ()
+    docker: bool = False
+    vm: VmSize = field(default_factory=VmSize)
+    postinstall: tuple[str, ...] = ()
+    kickstart: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Photon:
+    """The Photon release and the installer version inside the user's ISO."""
+
+    release: str = "5.0"
+    installer: str = "2.7"
+
+
+@dataclass(frozen=True)
+class ServerUrls:
+    """How installers and installed hosts reach photonkick."""
+
+    url: str
+    repo_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """A whole spec file: target release, server address and the hosts."""
+
+    source: Path
+    photon: Photon
+    server: ServerUrls
+    hosts: tuple[Host, ...]
+    templates: Path | None = None
+
+    def host(self, name: str) -> Host:
+        """The host called ``name``; KeyError when there is none."""
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise KeyError(name)
