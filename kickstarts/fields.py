@@ -103,6 +103,17 @@ def read_map(reader: Reader, node: Node, path: str, fields: Mapping[str, Field])
     return values
 
 
+def read_checked(
+    reader: Reader, node: Node, path: str, fields: Mapping[str, Field]
+) -> dict[str, Any]:
+    """Like read_map, but raise Invalid when any key of this mapping had a problem."""
+    before = len(reader.problems)
+    values = read_map(reader, node, path, fields)
+    if len(reader.problems) > before:
+        raise Invalid()
+    return values
+
+
 def join(path: str, key: str) -> str:
     """Extend a key path such as ``hosts[2].network`` by one key."""
     return f"{path}.{key}" if path else key
@@ -210,7 +221,7 @@ def secret(reader: Reader, node: Node, path: str) -> Secret:
     """A secret written inline, as ``{env: NAME}`` or as ``{file: path}``."""
     if isinstance(node, Scalar):
         return Secret(nonempty_text(reader, node, path), "inline")
-    values = read_map(reader, node, path, {"env": Field(text), "file": Field(text)})
+    values = read_checked(reader, node, path, {"env": Field(text), "file": Field(text)})
     env_name, file_name = values["env"], values["file"]
     if (env_name is None) == (file_name is None):
         raise reader.fail(node.loc, path, "give exactly one of 'env' or 'file'")

@@ -20,6 +20,7 @@ from photonkick.kickstarts.fields import (
     list_of,
     matching,
     nonempty_text,
+    read_checked,
     read_map,
     scalar,
     secret,
@@ -93,9 +94,7 @@ def ssh_keys(reader: Reader, node: Node, path: str) -> tuple[str, ...]:
     """A key string, or ``{file: path}`` holding one key per line (comments allowed)."""
     if isinstance(node, Scalar):
         return (ssh_key_line(reader, node, path, text(reader, node, path).strip()),)
-    values = read_map(reader, node, path, {"file": Field(nonempty_text, required=True)})
-    if values["file"] is None:
-        raise Invalid()
+    values = read_checked(reader, node, path, {"file": Field(nonempty_text, required=True)})
     content = reader.read_text_file(node, path, values["file"])
     lines = [ln.strip() for ln in content.splitlines() if ln.strip() and not ln.startswith("#")]
     if not lines:
@@ -108,27 +107,30 @@ def key_list(reader: Reader, node: Node, path: str) -> tuple[str, ...]:
     return tuple(key for keys in list_of(ssh_keys)(reader, node, path) for key in keys)
 
 
-def crypt_hash(reader: Reader, node: Node, path: str) -> str | Secret:
-    """A crypt(3) hash such as $6$salt$..., inline or as a secret."""
+def crypt_hash(reader: Reader, node: Node, path: str) -> Secret:
+    """A crypt(3) hash such as $6$salt$..., inline or from env/file; always kept as a Secret."""
     value = string_or_secret(reader, node, path)
-    plain = value.reveal() if isinstance(value, Secret) else value
-    if not re.fullmatch(CRYPT_RE, plain):
+    hashed = value if isinstance(value, Secret) else Secret(value, "inline")
+    if not re.fullmatch(CRYPT_RE, hashed.reveal()):
         raise reader.fail(
             node.loc,
             path,
             "not a crypt hash (expected $6$..., $y$... or '*')",
             "make one with: openssl passwd -6",
         )
-    return value
+    return hashed
 
 
 def user(reader: Reader, node: Node, path: str) -> User:
     """One entry of ``users``."""
-    v = read_map(reader, node, path, USER_FIELDS)
+    v = read_checked(reader, node, path, USER_FIELDS)
     if v["password"] is not None and v["password_hash"] is not None:
         raise reader.fail(node.loc, f"{path}.password", "give password or password_hash, not both")
     if v["name"] in RESERVED_USERS:
-        raise reader.fail(node.loc, f"{path}.name", f"{v['name']!r} is a system account")
+        assert isinstance(node, Map)
+        raise reader.fail(
+            node.items["name"].loc, f"{path}.name", f"{v['name']!r} is a system account"
+        )
     return User(**v)
 
 
@@ -145,7 +147,7 @@ USER_FIELDS = {
 
 def root(reader: Reader, node: Node, path: str) -> Root:
     """The ``root`` key: locked unless allow_login and a password hash are both given."""
-    v = read_map(
+    v = read_checked(
         reader,
         node,
         path,
@@ -161,6 +163,7 @@ def network(reader: Reader, node: Node, path: str) -> StaticNetwork | None:
     if isinstance(node, Scalar):
         choice("dhcp")(reader, node, path)
         return None
+    before = len(reader.problems)
     v = read_map(
         reader,
         node,
@@ -172,21 +175,20 @@ def network(reader: Reader, node: Node, path: str) -> StaticNetwork | None:
             "search": Field(list_of(matching(HOSTNAME_RE, "a DNS domain")), ()),
         },
     )
-    if v["address"] is None:
-        raise Invalid()
-    if v["gateway"] is not None and v["gateway"] not in v["address"].network:
+    address, gateway = v["address"], v["gateway"]
+    if address is not None and gateway is not None and gateway not in address.network:
         assert isinstance(node, Map)
-        raise reader.fail(
-            node.items["gateway"].loc,
-            f"{path}.gateway",
-            f"{v['gateway']} is not in {v['address'].network}",
+        reader.fail(
+            node.items["gateway"].loc, f"{path}.gateway", f"{gateway} is not in {address.network}"
         )
+    if len(reader.problems) > before:
+        raise Invalid()
     return StaticNetwork(**v)
 
 
 def partition(reader: Reader, node: Node, path: str) -> Partition:
     """One entry of ``partitions``, in the installer's form."""
-    v = read_map(
+    v = read_checked(
         reader,
         node,
         path,
@@ -218,14 +220,12 @@ def partition(reader: Reader, node: Node, path: str) -> Partition:
 def lvm(reader: Reader, node: Node, path: str) -> tuple[str, str]:
     """``{vg_name, lv_name}``."""
     name = matching(r"[A-Za-z0-9_.+-]+", "an LVM name")
-    v = read_map(
+    v = read_checked(
         reader,
         node,
         path,
         {"vg_name": Field(name, required=True), "lv_name": Field(name, required=True)},
     )
-    if None in v.values():
-        raise Invalid()
     return (v["vg_name"], v["lv_name"])
 
 
@@ -236,11 +236,14 @@ def partitions(reader: Reader, node: Node, path: str) -> tuple[Partition, ...]:
     mounts = [p.mountpoint for p in parts if p.mountpoint]
     if "/" not in mounts:
         raise reader.fail(node.loc, path, "needs a partition mounted at '/'")
+    seen: set[str] = set()
     for i, part in enumerate(parts):
-        if part.mountpoint and mounts.count(part.mountpoint) > 1:
+        if part.mountpoint in seen:
             raise reader.fail(
                 node.items[i].loc, f"{path}[{i}].mountpoint", f"{part.mountpoint} is used twice"
             )
+        if part.mountpoint:
+            seen.add(part.mountpoint)
     if sum(1 for p in parts if p.size == 0) > 1:
         raise reader.fail(node.loc, path, "only one partition may have size 0 (rest of disk)")
     return parts
@@ -300,7 +303,7 @@ def command(reader: Reader, node: Node, path: str) -> tuple[str, ...]:
 
 def container(reader: Reader, node: Node, path: str) -> Container:
     """One entry of ``containers``."""
-    v = read_map(
+    v = read_checked(
         reader,
         node,
         path,
@@ -347,7 +350,7 @@ def containers(reader: Reader, node: Node, path: str) -> tuple[Container, ...]:
 
 def registry(reader: Reader, node: Node, path: str) -> Registry:
     """One entry of ``registries``."""
-    v = read_map(
+    v = read_checked(
         reader,
         node,
         path,
@@ -362,7 +365,7 @@ def registry(reader: Reader, node: Node, path: str) -> Registry:
 
 def vm(reader: Reader, node: Node, path: str) -> VmSize:
     """The ``vm`` key."""
-    v = read_map(
+    v = read_checked(
         reader,
         node,
         path,

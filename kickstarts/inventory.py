@@ -13,6 +13,7 @@ from photonkick.kickstarts.fields import (
     Reader,
     choice,
     nonempty_text,
+    read_checked,
     read_map,
     text,
 )
@@ -61,8 +62,10 @@ SERVER_FIELDS = {
 
 
 TOP_FIELDS = {
-    "photon": Field(lambda r, n, p: Photon(**read_map(r, n, p, PHOTON_FIELDS)), Photon),
-    "server": Field(lambda r, n, p: ServerUrls(**read_map(r, n, p, SERVER_FIELDS)), required=True),
+    "photon": Field(lambda r, n, p: Photon(**read_checked(r, n, p, PHOTON_FIELDS)), Photon),
+    "server": Field(
+        lambda r, n, p: ServerUrls(**read_checked(r, n, p, SERVER_FIELDS)), required=True
+    ),
     "templates": Field(nonempty_text),
     "defaults": Field(lambda r, n, p: n),
     "profiles": Field(lambda r, n, p: n),
@@ -239,10 +242,11 @@ def _check_raw_kickstart(reader: Reader, host: Host, node: Map, where: str, phot
 
 def _unique(problems: list[Problem]) -> list[Problem]:
     """Drop repeats: a problem in ``defaults`` would otherwise come back once per host."""
-    seen: set[tuple[object, str]] = set()
+    seen: set[tuple[object, str, str]] = set()
     out = []
     for p in problems:
-        if (p.location, p.message) not in seen:
-            seen.add((p.location, p.message))
+        key = (p.location, p.message, p.key_path.rsplit(".", 1)[-1])
+        if key not in seen:
+            seen.add(key)
             out.append(p)
     return out

@@ -42,7 +42,7 @@ class User:
     name: str
     groups: tuple[str, ...] = ()
     ssh_keys: tuple[str, ...] = ()
-    password_hash: str | Secret | None = None
+    password_hash: Secret | None = None
     password: Secret | None = None
     sudo: bool = False
     shell: str = "/bin/bash"
@@ -53,7 +53,7 @@ class Root:
     """Root's login policy: locked unless allow_login is set together with a password hash."""
 
     allow_login: bool = False
-    password_hash: str | Secret | None = None
+    password_hash: Secret | None = None
 
 
 @dataclass(frozen=True)

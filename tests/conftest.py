@@ -31,3 +31,24 @@ def write_spec(tmp_path: Path) -> Callable[[str], Path]:
 def build1() -> Callable[[str], BuildInfo]:
     """Build 1 of every host under a fixed secret: deterministic tokens and salts."""
     return lambda name: BuildInfo(1, FIXED_SECRET)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden", action="store_true", help="rewrite tests/golden from current output"
+    )
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
+    """Compare text with tests/golden/<name>, or rewrite it under --update-golden."""
+
+    def check(name: str, actual: str) -> None:
+        path = REPO / "tests" / "golden" / name
+        if request.config.getoption("--update-golden"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(actual)
+        assert path.exists(), f"{path} is missing: run pytest --update-golden and review it"
+        assert actual == path.read_text(), f"{name} differs from its golden file"
+
+    return check
