@@ -9,12 +9,16 @@ from collections.abc import Callable, Sequence
 from importlib import metadata, resources
 from pathlib import Path
 
-from photonkick.kickstarts.artifacts import kickstart_tree
+from photonkick.kickstarts.artifacts import Artifact
 from photonkick.kickstarts.errors import PhotonkickError, SpecError
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.kickstart import build_kickstart, dumps
 from photonkick.kickstarts.spec import Inventory
 from photonkick.kickstarts.warnings import inventory_warnings
+from photonkick.pxe.dhcp import dhcp_instructions
+from photonkick.pxe.names import TFTP
+from photonkick.pxe.tree import build_boot_tree
+from photonkick.server.loaders import loader_files, loader_report
 from photonkick.server.output import write_tree
 from photonkick.server.state import StateDir
 
@@ -52,20 +56,31 @@ def _load(args: argparse.Namespace) -> tuple[Path, Inventory]:
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate a spec and print every problem at once."""
     spec, inventory = _load(args)
+    name = "bundled example" if args.example else str(spec)
     print(
-        f"{spec}: {len(inventory.hosts)} hosts, Photon {inventory.photon.release}, "
-        f"installer {inventory.photon.installer}: OK"
+        f"{name}: {len(inventory.hosts)} hosts, Photon {inventory.photon.release}, "
+        f"installer {inventory.photon.installer}: OK\n"
     )
+    print(dhcp_instructions(inventory))
     return EXIT_OK
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    """Write every host's kickstart under OUT."""
+    """Write kickstarts, per-MAC boot configs and the loaders under OUT."""
     spec, inventory = _load(args)
     state = _state(args, spec)
-    tree = kickstart_tree(inventory, state.build)
+    tree = build_boot_tree(inventory, state.build)
+    loaders = loader_files(state.path / "cache")
+    for name, path in loaders.items():
+        tree[TFTP / name] = Artifact(path.read_bytes())
     write_tree(tree, Path(args.out))
     print(f"wrote {len(tree)} files for {len(inventory.hosts)} hosts to {args.out}")
+    missing = [s for s in loader_report(state.path / "cache") if s.path is None]
+    for status in missing:
+        print(
+            f"warning: loader {status.name} not found ({status.hint}); see photonkick doctor",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
@@ -86,6 +101,17 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """List each boot loader: where it was found, or how to install it."""
+    cache = Path(args.state or ".photonkick") / "cache"
+    report = loader_report(cache)
+    width = max(len(s.name) for s in report)
+    for status in report:
+        where = str(status.path) if status.path else f"MISSING: {status.hint}"
+        print(f"{status.name:<{width}}  {where}\n{'':<{width}}  {status.purpose}")
+    return EXIT_OK if all(s.path for s in report) else EXIT_FAILED
 
 
 def cmd_example(args: argparse.Namespace) -> int:
@@ -125,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument(
         "--guestinfo", action="store_true", help="print the base64 guestinfo.kickstart.data value"
     )
+    verb("doctor", cmd_doctor, spec=False).add_argument("--state", metavar="DIR")
     verb("example", cmd_example, spec=False)
     return parser
 

@@ -150,3 +150,56 @@ def test_secret_file_is_not_world_readable_even_with_lax_umask(
     finally:
         os.umask(old)
     assert (tmp_path / ".photonkick").stat().st_mode & 0o077 == 0
+
+
+def test_render_writes_boot_tree_and_loaders(tmp_path: Path) -> None:
+    result = run("render", "--example", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    assert (
+        (out / "tftp/pxelinux.cfg/01-00-50-56-00-10-01")
+        .read_text()
+        .startswith("# photonkick: install Photon OS 5.0 on web01")
+    )
+    assert (out / "tftp/grub/grub.cfg-01-00-50-56-00-20-01").is_file()
+    assert (out / "http/ipxe/00-50-56-00-30-01.ipxe").is_file()
+    assert (out / "http/ipxe/boot.ipxe").is_file()
+    # .ci/setup installs the Debian loader packages, so every loader must be there.
+    for loader in (
+        "lpxelinux.0",
+        "pxelinux.0",
+        "ldlinux.c32",
+        "grubx64.efi",
+        "undionly.kpxe",
+        "ipxe.efi",
+        "snponly.efi",
+    ):
+        assert (out / "tftp" / loader).stat().st_size > 10_000, loader
+    assert (out / "tftp/lpxelinux.0").read_bytes() == Path(
+        "/usr/lib/PXELINUX/lpxelinux.0"
+    ).read_bytes()
+    # The GRUB image is a PE/COFF EFI application with the network prefix embedded.
+    grub = (out / "tftp/grubx64.efi").read_bytes()
+    assert grub[:2] == b"MZ" and b"(tftp)/grub" in grub
+
+
+def test_doctor_lists_every_loader(tmp_path: Path) -> None:
+    result = run("doctor", "--state", str(tmp_path / "state"))
+    names = [ln.split()[0] for ln in result.stdout.splitlines() if not ln.startswith(" ")]
+    assert names == [
+        "lpxelinux.0",
+        "pxelinux.0",
+        "ldlinux.c32",
+        "grubx64.efi",
+        "undionly.kpxe",
+        "ipxe.efi",
+        "snponly.efi",
+    ]
+    assert result.returncode == 0, result.stdout
+    assert "MISSING" not in result.stdout
+
+
+def test_check_prints_dhcp_settings() -> None:
+    result = run("check", "--example")
+    assert "bundled example: 4 hosts" in result.stdout
+    assert "dhcp-boot=tag:!ipxe,tag:efi64,grubx64.efi,,192.0.2.1" in result.stdout

@@ -1,0 +1,48 @@
+"""The DHCP settings a user must make, with dnsmasq and ISC dhcpd examples."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from photonkick.kickstarts.spec import Inventory
+from photonkick.pxe.names import IPXE_CHAIN
+
+BIOS_BOOT_FILE = "lpxelinux.0"
+UEFI_BOOT_FILE = "grubx64.efi"
+
+
+def next_server(inventory: Inventory) -> str:
+    """The TFTP server's address: the host of server.url."""
+    return urlsplit(inventory.server.url).hostname or ""
+
+
+def dhcp_instructions(inventory: Inventory) -> str:
+    """Plain-text DHCP settings: next-server and the boot file per client architecture."""
+    server = next_server(inventory)
+    chain = f"{inventory.server.url}/{IPXE_CHAIN}"
+    return f"""\
+DHCP settings for photonkick (TFTP and HTTP on {server}):
+  next-server           {server}
+  BIOS (arch 0)         {BIOS_BOOT_FILE}   (fetches kernel and initrd over HTTP)
+  UEFI x64 (arch 7, 9)  {UEFI_BOOT_FILE}   (network GRUB; kernel and initrd over HTTP)
+  iPXE (user-class)     {chain}
+
+dnsmasq:
+  dhcp-match=set:efi64,option:client-arch,7
+  dhcp-match=set:efi64,option:client-arch,9
+  dhcp-userclass=set:ipxe,iPXE
+  dhcp-boot=tag:ipxe,{chain}
+  dhcp-boot=tag:!ipxe,tag:efi64,{UEFI_BOOT_FILE},,{server}
+  dhcp-boot=tag:!ipxe,tag:!efi64,{BIOS_BOOT_FILE},,{server}
+
+ISC dhcpd:
+  option arch code 93 = unsigned integer 16;
+  next-server {server};
+  if exists user-class and option user-class = "iPXE" {{
+    filename "{chain}";
+  }} elsif option arch = 00:07 or option arch = 00:09 {{
+    filename "{UEFI_BOOT_FILE}";
+  }} else {{
+    filename "{BIOS_BOOT_FILE}";
+  }}
+"""
