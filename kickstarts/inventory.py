@@ -11,6 +11,7 @@ from photonkick.kickstarts.fields import (
     Field,
     Invalid,
     Reader,
+    boolean,
     choice,
     nonempty_text,
     read_checked,
@@ -58,6 +59,8 @@ PHOTON_FIELDS = {
 SERVER_FIELDS = {
     "url": Field(http_url, required=True),
     "repo_url": Field(http_url),
+    "kickstart_after_install": Field(boolean, False),
+    "bind_kickstart_to_boot_ip": Field(boolean, True),
 }
 
 

@@ -127,6 +127,8 @@ class ServerUrls:
 
     url: str
     repo_url: str | None = None
+    kickstart_after_install: bool = False
+    bind_kickstart_to_boot_ip: bool = True
 
 
 @dataclass(frozen=True)

@@ -86,10 +86,10 @@ def unattended_menus(
     unknown = sorted(set(originals) - set(MENU_FILES))
     if unknown:
         raise IsoBootError(f"not a boot menu photonkick knows: {', '.join(unknown)}")
-    if not any(name in originals for name in (ISOLINUX_CFG, GRUB_CFG)):
-        raise IsoBootError(f"the ISO has neither {ISOLINUX_CFG} nor {GRUB_CFG}")
     if MENU_CFG in originals and ISOLINUX_CFG not in originals:
         raise IsoBootError(f"{MENU_CFG} without {ISOLINUX_CFG}")
+    if not any(name in originals for name in (ISOLINUX_CFG, GRUB_CFG)):
+        raise IsoBootError(f"the ISO has neither {ISOLINUX_CFG} nor {GRUB_CFG}")
     result: dict[str, str] = {}
     if ISOLINUX_CFG in originals:
         top, menu = unattended_isolinux(

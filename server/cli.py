@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata, resources
@@ -16,10 +17,14 @@ from photonkick.kickstarts.kickstart import build_kickstart, dumps
 from photonkick.kickstarts.spec import Inventory
 from photonkick.kickstarts.warnings import inventory_warnings
 from photonkick.pxe.dhcp import dhcp_instructions
+from photonkick.pxe.isoboot import seed_boot_param
 from photonkick.pxe.names import TFTP
 from photonkick.pxe.tree import build_boot_tree
+from photonkick.server.iso_build import remaster_iso, write_seed_iso
+from photonkick.server.iso_import import import_iso
 from photonkick.server.loaders import loader_files, loader_report
 from photonkick.server.output import write_tree
+from photonkick.server.serve import BootServer, Listen, serve_forever
 from photonkick.server.state import StateDir
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -103,6 +108,118 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _address(text: str, default_port: int) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host:
+        return text, default_port
+    return host.strip("[]"), int(port)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve kickstarts, boot configs and files over HTTP and TFTP; record host timelines."""
+    spec, inventory = _load(args)
+    state = _state(args, spec)
+    data = Path(args.data) if args.data else state.path / "releases"
+    http_host, http_port = _address(args.http, 8080)
+    tftp_host, tftp_port = _address(args.tftp, 69)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    server = BootServer(
+        spec, inventory, state, data, Listen(http_host, http_port, tftp_host, tftp_port)
+    )
+
+    def ready() -> None:
+        shown = "localhost" if http_host in ("0.0.0.0", "::") else http_host
+        print(
+            f"photonkick serving {len(inventory.hosts)} hosts from {spec}\n"
+            f"  dashboard  http://{shown}:{server.http_port}/\n"
+            f"  API        http://{shown}:{server.http_port}/api/v1/hosts\n"
+            f"  metrics    http://{shown}:{server.http_port}/metrics\n"
+            f"  TFTP       {tftp_host} port {server.tftp.port}\n"
+            f"  releases   {data}\n"
+            f"  admin token in {state.path / 'admin-token'} (for POST .../rearm)\n"
+            f"  hosts reach it as {inventory.server.url}\n",
+            flush=True,
+        )
+        print(dhcp_instructions(inventory), flush=True)
+
+    serve_forever(server, ready)
+    return EXIT_OK
+
+
+def _progress(label: str) -> Callable[[int, int], None]:
+    """A progress printer for long copies: a live line on a terminal, else every 10%."""
+    last = [-1]
+
+    def show(done: int, total: int) -> None:
+        percent = 100 * done // total if total else 100
+        if sys.stderr.isatty():
+            print(
+                f"\r{label}: {done >> 20}/{total >> 20} MiB ({percent}%)",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif percent // 10 != last[0]:
+            last[0] = percent // 10
+            print(f"{label}: {done >> 20}/{total >> 20} MiB ({percent}%)", file=sys.stderr)
+
+    return show
+
+
+def cmd_import_iso(args: argparse.Namespace) -> int:
+    """Copy kernel, initrd and RPM repo from a Photon ISO into the data folder for serving."""
+    data = Path(args.data) if args.data else Path(args.state or ".photonkick") / "releases"
+    result = import_iso(
+        Path(args.iso), data, _progress("importing"), release=args.release, verify=args.verify
+    )
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    action = f"copied {len(result.copied)} files" if result.changed else "already imported"
+    print(
+        f"Photon {result.release} from {args.iso} (volume {result.volume_id}): {action}; "
+        f"{result.files} files, {result.total_bytes >> 20} MiB in {result.root}"
+    )
+    for link in result.skipped_symlinks:
+        print(f"note: skipped symbolic link {link}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_iso(args: argparse.Namespace) -> int:
+    """Write an unattended ISO for one host: a remastered full ISO, or a small seed ISO."""
+    spec, inventory = _load(args)
+    try:
+        host = inventory.host(args.name)
+    except KeyError:
+        print(f"photonkick: no host {args.name!r} in {spec}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    build = _state(args, spec).build(host.name)
+    kickstart = dumps(build_kickstart(host, inventory, build)).encode()
+    out = Path(args.output)
+    if args.seed_only:
+        write_seed_iso(kickstart, out)
+        print(
+            f"wrote {out}: attach it as a second CD-ROM and boot the Photon ISO with "
+            f"{seed_boot_param()}"
+        )
+        return EXIT_OK
+    if not args.base:
+        print("photonkick: iso needs --base PHOTON.iso, or --seed-only", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    result = remaster_iso(Path(args.base), kickstart, out, progress=_progress("writing"))
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(
+        f"wrote {result.path}: boots unattended ({', '.join(result.menus)}) with {result.ks_path}"
+    )
+    if result.hybrid_dropped:
+        print(
+            "note: the copy boots from a CD/DVD drive only (the base's USB hybrid boot "
+            "record was not kept)",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     """List each boot loader: where it was found, or how to install it."""
     cache = Path(args.state or ".photonkick") / "cache"
@@ -150,6 +267,31 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--reveal", action="store_true", help="print secrets too")
     show.add_argument(
         "--guestinfo", action="store_true", help="print the base64 guestinfo.kickstart.data value"
+    )
+    serve = verb("serve", cmd_serve)
+    serve.add_argument("--http", default="0.0.0.0:8080", metavar="ADDR:PORT")
+    serve.add_argument(
+        "--tftp",
+        default="0.0.0.0:69",
+        metavar="ADDR:PORT",
+        help="falls back to a free high port when 69 cannot be bound",
+    )
+    serve.add_argument("--data", metavar="DIR", help="imported releases (default: STATE/releases)")
+    imp = verb("import-iso", cmd_import_iso, spec=False)
+    imp.add_argument("iso", metavar="PHOTON.iso")
+    imp.add_argument("--data", metavar="DIR", help="default: .photonkick/releases")
+    imp.add_argument("--state", metavar="DIR", help=argparse.SUPPRESS)
+    imp.add_argument("--release", help="force the release (when the ISO does not tell)")
+    imp.add_argument("--verify", action="store_true", help="re-hash every file and repair")
+    iso = verb("iso", cmd_iso)
+    iso.add_argument("name", metavar="NAME")
+    iso.add_argument("-o", "--output", required=True, metavar="FILE.iso")
+    kind = iso.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--base", metavar="PHOTON.iso", help="remaster this Photon ISO")
+    kind.add_argument(
+        "--seed-only",
+        action="store_true",
+        help="a small ISO with only /ks.json (for ks=/dev/sr1:/ks.json)",
     )
     verb("doctor", cmd_doctor, spec=False).add_argument("--state", metavar="DIR")
     verb("example", cmd_example, spec=False)

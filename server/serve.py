@@ -1,0 +1,178 @@
+"""`photonkick serve`: HTTP (waitress) and TFTP in one process, reloading the spec on change."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from waitress import wasyncore
+from waitress.server import create_server
+
+from photonkick.kickstarts.errors import SpecError
+from photonkick.kickstarts.inventory import load_inventory
+from photonkick.kickstarts.spec import Inventory
+from photonkick.server.http import create_app
+from photonkick.server.loaders import loader_files
+from photonkick.server.service import BootService
+from photonkick.server.state import StateDir
+from photonkick.server.tftp import TftpServer
+from photonkick.server.timeline import Timeline
+
+log = logging.getLogger("photonkick.server")
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+@dataclass(frozen=True)
+class Listen:
+    """Where to listen: HTTP and TFTP addresses and ports."""
+
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    tftp_host: str = "0.0.0.0"
+    tftp_port: int = 69
+
+
+def admin_token(state: Path) -> str:
+    """The admin token, generated at first start into a 0600 file."""
+    path = state / ADMIN_TOKEN_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        return token
+
+
+class BootServer:
+    """The running pair of servers for one spec, with reload and stop."""
+
+    def __init__(
+        self, spec: Path, inventory: Inventory, state: StateDir, data_dir: Path, listen: Listen
+    ) -> None:
+        self.spec = spec
+        self.timeline = Timeline(state.path / "timeline.db")
+        loaders = loader_files(state.path / "cache")
+        self.service = BootService(inventory, state, self.timeline, data_dir, loaders)
+        self.admin_token = admin_token(state.path)
+        app = create_app(self.service, self.admin_token)
+        self._http = create_server(
+            app, host=listen.http_host, port=listen.http_port, threads=8, ident="photonkick"
+        )
+        self.tftp = _start_tftp(self.service, listen)
+        self._spec_mtime = _mtime(spec)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def http_port(self) -> int:
+        """The bound HTTP port."""
+        return int(self._http.effective_port)
+
+    def start(self) -> None:
+        """Serve in background threads."""
+        self._threads = [
+            threading.Thread(target=self._serve_http, name="http", daemon=True),
+            threading.Thread(target=self._watch_spec, name="spec-watch", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _serve_http(self) -> None:
+        # waitress's own run() loops until its socket map is empty; looping here in slices
+        # lets stop() end it without writing to its trigger from another thread.
+        sockets = self._http._map
+        try:
+            while not self._stop.is_set():
+                wasyncore.loop(timeout=0.1, map=sockets, count=1)
+        finally:
+            wasyncore.close_all(sockets, ignore_all=True)
+
+    def reload(self) -> bool:
+        """Load the spec again; on errors keep serving the last good one and log them."""
+        try:
+            inventory = load_inventory(self.spec)
+            self.service.reload(inventory)
+        except SpecError as exc:
+            for problem in exc.problems:
+                log.error("spec not reloaded: %s", problem)
+            return False
+        except Exception as exc:  # a broken template must not stop a serving lab
+            log.error("spec not reloaded: %s", exc)
+            return False
+        return True
+
+    def _watch_spec(self) -> None:
+        while not self._stop.wait(1.0):
+            mtime = _mtime(self.spec)
+            if mtime != self._spec_mtime:
+                self._spec_mtime = mtime
+                log.info("%s changed; reloading", self.spec)
+                self.reload()
+
+    def stop(self) -> None:
+        """Stop both servers and close the timeline (once; later calls do nothing)."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self.tftp.stop()
+        for thread in self._threads:
+            thread.join(5)
+        self._http.task_dispatcher.shutdown()
+        self.timeline.close()
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _start_tftp(service: BootService, listen: Listen) -> TftpServer:
+    def resolve(name: str, client: tuple[str, int]) -> bytes | Path | None:
+        return service.tftp_file(name, client[0])
+
+    server = TftpServer(resolve, listen.tftp_host, listen.tftp_port)
+    try:
+        server.start()
+    except OSError as exc:
+        if listen.tftp_port != 69:
+            raise
+        server = TftpServer(resolve, listen.tftp_host, 0)
+        server.start()
+        log.warning(
+            "cannot bind TFTP port 69 (%s); TFTP is on port %d instead: point DHCP "
+            "clients there or run as root",
+            exc.strerror,
+            server.port,
+        )
+    return server
+
+
+def serve_forever(server: BootServer, on_ready: Callable[[], None]) -> None:
+    """Run until SIGINT or SIGTERM; SIGHUP reloads the spec."""
+    done = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    def hup(signum: int, frame: FrameType | None) -> None:
+        log.info("SIGHUP: reloading %s", server.spec)
+        server.reload()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, hup)
+    server.start()
+    on_ready()
+    done.wait()
+    server.stop()

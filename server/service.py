@@ -1,0 +1,230 @@
+"""The boot service: what every request gets, decided from the spec, state and timeline.
+
+The HTTP and TFTP front ends only translate requests into calls here; this is where tokens are
+checked, netboot-once is applied and the timeline is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from photonkick.kickstarts.artifacts import Artifact, kickstart_path
+from photonkick.kickstarts.spec import Host, Inventory
+from photonkick.kickstarts.tokens import CALLBACK_EVENTS, token_matches
+from photonkick.pxe.names import HTTP, TFTP
+from photonkick.pxe.tree import BootFormat, build_boot_tree, host_boot_files
+from photonkick.server.state import StateDir
+from photonkick.server.timeline import Timeline
+
+log = logging.getLogger("photonkick.server")
+MAX_REASON = 2_000
+MAX_LOG_TAIL = 64 * 1024
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """One consistent view of the spec; replaced whole on reload."""
+
+    inventory: Inventory
+    tree: dict[PurePosixPath, Artifact]
+    by_name: dict[str, Host]
+    by_mac: dict[str, Host]
+
+
+class BootService:
+    """Answers the loaders, installers and hosts of one spec."""
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        state: StateDir,
+        timeline: Timeline,
+        data_dir: Path,
+        loaders: dict[str, Path] | None = None,
+    ) -> None:
+        self.state = state
+        self.timeline = timeline
+        self.data_dir = data_dir
+        self.loaders = loaders or {}
+        self._lock = threading.Lock()
+        self._snapshot = self._make_snapshot(inventory)
+        self._ip_host = {ip: host for host, ip in timeline.boot_ips().items()}
+        self._repo_noted: set[tuple[str, int]] = set()
+
+    @property
+    def inventory(self) -> Inventory:
+        """The spec being served."""
+        return self._snapshot.inventory
+
+    def _make_snapshot(self, inventory: Inventory) -> _Snapshot:
+        tree = build_boot_tree(inventory, self.state.build)
+        return _Snapshot(
+            inventory,
+            tree,
+            {h.name: h for h in inventory.hosts},
+            {h.mac: h for h in inventory.hosts if h.mac},
+        )
+
+    def reload(self, inventory: Inventory) -> None:
+        """Serve a new spec; the old one stays if rendering the new one fails."""
+        snapshot = self._make_snapshot(inventory)
+        with self._lock:
+            self._snapshot = snapshot
+        log.info("serving %d hosts", len(inventory.hosts))
+
+    def host(self, name: str) -> Host | None:
+        """The host of that name in the served spec."""
+        return self._snapshot.by_name.get(name)
+
+    def build(self, host: str) -> int:
+        """The host's current build number."""
+        return self.state.build(host).build
+
+    def boot_file(self, fmt: BootFormat, mac: str, client: str) -> bytes | None:
+        """A per-MAC loader config: the install while armed, local boot once installed."""
+        snap = self._snapshot
+        host = snap.by_mac.get(mac)
+        if host is None or host.boot != "pxe":
+            return None
+        build = self.state.build(host.name)
+        installed = self.timeline.is_installed(host.name, build.build)
+        files = host_boot_files(host, snap.inventory, build, armed=not installed)
+        kind = "local_boot" if installed else "config"
+        self.timeline.record(host.name, build.build, kind, f"{fmt.value} config", client)
+        if client and self._ip_host.get(client) != host.name:
+            self.timeline.bind_ip(host.name, client)
+            self._ip_host[client] = host.name
+        return files[fmt.path(mac)].content
+
+    def tftp_file(self, name: str, client: str) -> bytes | Path | None:
+        """What the TFTP server sends for a (normalized, relative) file name."""
+        path = PurePosixPath(name)
+        for fmt in (BootFormat.PXELINUX, BootFormat.GRUB):
+            mac = _mac_from(fmt, path)
+            if mac is not None:
+                return self.boot_file(fmt, mac, client)
+        if name in self.loaders:
+            return self.loaders[name]
+        artifact = self._snapshot.tree.get(TFTP / path)
+        if artifact is not None and not artifact.private:
+            return artifact.content
+        return self.release_file(path, client)
+
+    def http_file(self, name: str, client: str) -> bytes | Path | None:
+        """A file under the HTTP root: iPXE scripts, release files."""
+        path = PurePosixPath(name)
+        mac = _mac_from(BootFormat.IPXE, path)
+        if mac is not None:
+            return self.boot_file(BootFormat.IPXE, mac, client)
+        artifact = self._snapshot.tree.get(HTTP / path)
+        if artifact is not None and not artifact.private:
+            return artifact.content
+        return self.release_file(path, client)
+
+    def release_file(self, path: PurePosixPath, client: str) -> Path | None:
+        """A file of an imported release (``releases/<release>/...``), confined to data_dir."""
+        parts = path.parts
+        if len(parts) < 3 or parts[0] != "releases" or ".." in parts:
+            return None
+        root = self.data_dir.resolve()
+        target = root.joinpath(*parts[1:]).resolve()
+        if not target.is_relative_to(root) or not target.is_file():
+            return None
+        self._note_release_fetch(parts[2:], client)
+        return target
+
+    def _note_release_fetch(self, rest: tuple[str, ...], client: str) -> None:
+        host = self._host_by_ip(client)
+        if host is None:
+            return
+        build = self.build(host.name)
+        if rest == ("isolinux", "vmlinuz"):
+            self.timeline.record(host.name, build, "kernel", "", client)
+        elif rest == ("isolinux", "initrd.img"):
+            self.timeline.record(host.name, build, "initrd", "", client)
+        elif rest[:1] == ("RPMS",) and rest[-1].endswith(".rpm"):
+            if (host.name, build) not in self._repo_noted:
+                self._repo_noted.add((host.name, build))
+                self.timeline.record_once(host.name, build, "repo", rest[-1], client)
+
+    def _host_by_ip(self, client: str) -> Host | None:
+        name = self._ip_host.get(client)
+        return self._snapshot.by_name.get(name) if name else None
+
+    def kickstart(self, name: str, token: str, client: str) -> bytes | None:
+        """The host's kickstart, only for its current token; None looks like an unknown host."""
+        snap = self._snapshot
+        host = snap.by_name.get(name)
+        if host is None:
+            return None
+        build = self.build(name)
+        if not token_matches(self.state.secret, name, build, token):
+            log.warning("kickstart for %s refused: wrong or old token (from %s)", name, client)
+            return None
+        server = snap.inventory.server
+        if self.timeline.is_installed(name, build) and not server.kickstart_after_install:
+            log.warning(
+                "kickstart for %s refused: already installed; rearm it (from %s)", name, client
+            )
+            return None
+        bound = self.timeline.boot_ip(name)
+        if server.bind_kickstart_to_boot_ip and bound and client and bound != client:
+            log.warning(
+                "kickstart for %s refused: %s fetched its boot config, not %s", name, bound, client
+            )
+            return None
+        self.timeline.record(name, build, "kickstart", "", client)
+        return snap.tree[kickstart_path(name)].content
+
+    def callback(
+        self, name: str, token: str, event: str, reason: str, log_tail: str, client: str
+    ) -> bool:
+        """A host reports a phase; False (a 404) for an unknown host, event or token."""
+        if event not in CALLBACK_EVENTS or name not in self._snapshot.by_name:
+            return False
+        build = self.build(name)
+        if not token_matches(self.state.secret, name, build, token):
+            log.warning(
+                "callback %s for %s refused: wrong or old token (from %s)", event, name, client
+            )
+            return False
+        detail = ""
+        if event == "failed":
+            detail = reason[:MAX_REASON]
+            if log_tail:
+                detail += "\n--- log tail ---\n" + log_tail[-MAX_LOG_TAIL:]
+        self.timeline.record(name, build, event, detail, client)
+        if event == "installed":
+            self.timeline.mark_installed(name, build)
+        log.info("%s: %s%s", name, event, f": {reason[:200]}" if reason else "")
+        return True
+
+    def rearm(self, name: str) -> bool:
+        """Offer the install again on the host's next network boot."""
+        if name not in self._snapshot.by_name:
+            return False
+        self.timeline.rearm(name)
+        self.timeline.record(name, self.build(name), "rearmed")
+        return True
+
+
+def _mac_from(fmt: BootFormat, path: PurePosixPath) -> str | None:
+    """The MAC in a per-MAC config name of this loader family, or None."""
+    name = path.name
+    if fmt is BootFormat.PXELINUX and path.parent == PurePosixPath("pxelinux.cfg"):
+        dashed = name[3:] if name.startswith("01-") else ""
+    elif fmt is BootFormat.GRUB and path.parent == PurePosixPath("grub"):
+        dashed = name.removeprefix("grub.cfg-01-") if name.startswith("grub.cfg-01-") else ""
+    elif fmt is BootFormat.IPXE and path.parent == PurePosixPath("ipxe"):
+        dashed = name.removesuffix(".ipxe") if name.endswith(".ipxe") else ""
+    else:
+        return None
+    parts = dashed.lower().split("-")
+    if len(parts) != 6 or not all(
+        len(p) == 2 and all(c in "0123456789abcdef" for c in p) for p in parts
+    ):
+        return None
+    return ":".join(parts)

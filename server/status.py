@@ -1,0 +1,80 @@
+"""Each host's progress, summarized from its timeline for the API, dashboard and metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from photonkick.kickstarts.spec import Host
+from photonkick.server.timeline import (
+    FAILED,
+    PHASES,
+    REARMED,
+    Event,
+    Timeline,
+    phase_offsets,
+    time_to_ready,
+)
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """Where one build of a host stands."""
+
+    name: str
+    mac: str | None
+    boot: str
+    build: int
+    phase: str
+    failed: str | None
+    offsets: dict[str, float]
+    time_to_ready: float | None
+    events: list[Event] = field(repr=False)
+
+    def to_json(self, *, with_events: bool = False) -> dict[str, Any]:
+        """The API form."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "mac": self.mac,
+            "boot": self.boot,
+            "build": self.build,
+            "phase": self.phase,
+            "failed": self.failed,
+            "phases": {k: round(v, 3) for k, v in self.offsets.items() if k in PHASES},
+            "time_to_ready": None if self.time_to_ready is None else round(self.time_to_ready, 3),
+        }
+        if with_events:
+            out["events"] = [
+                {"kind": e.kind, "detail": e.detail, "client": e.client, "time": e.wall}
+                for e in self.events
+            ]
+        return out
+
+
+def host_status(timeline: Timeline, host: Host, build: int) -> HostStatus:
+    """Summarize the current build's events (those after the last rearm)."""
+    events = timeline.events(host.name, build)
+    rearms = [i for i, e in enumerate(events) if e.kind == REARMED]
+    if rearms:
+        events = events[rearms[-1] + 1 :]
+    reached = [e.kind for e in events if e.kind in PHASES]
+    phase = max(reached, key=PHASES.index) if reached else "waiting"
+    failures = [e for e in events if e.kind == FAILED]
+    failed = failures[-1].detail.split("\n", 1)[0] or "failed" if failures else None
+    if failed and phase == "ready" and failures[-1].wall < _last(events, "ready"):
+        failed = None
+    return HostStatus(
+        host.name,
+        host.mac,
+        host.boot,
+        build,
+        phase,
+        failed,
+        phase_offsets(events),
+        time_to_ready(events),
+        events,
+    )
+
+
+def _last(events: list[Event], kind: str) -> float:
+    return max((e.wall for e in events if e.kind == kind), default=0.0)

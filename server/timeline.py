@@ -1,0 +1,190 @@
+"""Per-host timelines and netboot-once state, persisted in the state directory's SQLite.
+
+Every event has a wall-clock time and a monotonic time from the process that recorded it;
+durations use the monotonic clock when both events come from the same run.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+PHASES = (
+    "vm_created",
+    "config",
+    "kernel",
+    "initrd",
+    "kickstart",
+    "repo",
+    "installed",
+    "local_boot",
+    "firstboot",
+    "ready",
+)
+"""The phases of one install, in the order they happen."""
+FAILED = "failed"
+REARMED = "rearmed"
+START_PHASES = ("vm_created", "config", "kernel", "initrd")
+"""Time to ready counts from the first of these (VM created, else the first boot-file fetch)."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    host TEXT NOT NULL, build INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL,
+    client TEXT NOT NULL, wall REAL NOT NULL, mono REAL NOT NULL, run TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_host ON events (host, build);
+CREATE TABLE IF NOT EXISTS netboot (
+    host TEXT PRIMARY KEY, installed_build INTEGER, boot_ip TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that happened to a host."""
+
+    host: str
+    build: int
+    kind: str
+    detail: str
+    client: str
+    wall: float
+    mono: float
+    run: str
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Wall and monotonic time, injectable for tests."""
+
+    wall: Callable[[], float] = time.time
+    mono: Callable[[], float] = time.monotonic
+
+
+class Timeline:
+    """Thread-safe event log and netboot-once flags for every host."""
+
+    def __init__(self, database: Path, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+        self.run = uuid.uuid4().hex[:12]
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(database, timeout=30, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._db.commit()
+
+    def record(self, host: str, build: int, kind: str, detail: str = "", client: str = "") -> Event:
+        """Append an event."""
+        event = Event(
+            host, build, kind, detail, client, self.clock.wall(), self.clock.mono(), self.run
+        )
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT INTO events (host, build, kind, detail, client, wall, mono, run) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (host, build, kind, detail, client, event.wall, event.mono, event.run),
+            )
+        return event
+
+    def record_once(
+        self, host: str, build: int, kind: str, detail: str = "", client: str = ""
+    ) -> Event | None:
+        """Append an event unless this build of the host already has one of that kind."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM events WHERE host = ? AND build = ? AND kind = ? LIMIT 1",
+                (host, build, kind),
+            ).fetchone()
+        return None if row else self.record(host, build, kind, detail, client)
+
+    def events(self, host: str, build: int | None = None) -> list[Event]:
+        """The host's events (of one build, or all), oldest first."""
+        query = (
+            "SELECT host, build, kind, detail, client, wall, mono, run FROM events WHERE host = ?"
+        )
+        args: tuple[object, ...] = (host,)
+        if build is not None:
+            query += " AND build = ?"
+            args += (build,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY id", args).fetchall()
+        return [Event(*row) for row in rows]
+
+    def is_installed(self, host: str, build: int) -> bool:
+        """Whether this build reported `installed` and was not rearmed since (netboot-once)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT installed_build FROM netboot WHERE host = ?", (host,)
+            ).fetchone()
+        return bool(row and row[0] == build)
+
+    def mark_installed(self, host: str, build: int) -> None:
+        """From now on this host boots locally until rearmed."""
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT INTO netboot (host, installed_build) VALUES (?, ?) "
+                "ON CONFLICT(host) DO UPDATE SET installed_build = excluded.installed_build",
+                (host, build),
+            )
+
+    def rearm(self, host: str) -> None:
+        """Offer the install again on the next network boot."""
+        with self._lock, self._db:
+            self._db.execute("UPDATE netboot SET installed_build = NULL WHERE host = ?", (host,))
+
+    def bind_ip(self, host: str, ip: str) -> None:
+        """Remember the address that fetched the host's boot config."""
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT INTO netboot (host, boot_ip) VALUES (?, ?) "
+                "ON CONFLICT(host) DO UPDATE SET boot_ip = excluded.boot_ip",
+                (host, ip),
+            )
+
+    def boot_ip(self, host: str) -> str | None:
+        """The address that last fetched the host's boot config."""
+        with self._lock:
+            row = self._db.execute("SELECT boot_ip FROM netboot WHERE host = ?", (host,)).fetchone()
+        return row[0] if row else None
+
+    def boot_ips(self) -> dict[str, str]:
+        """Every host's boot-config address, as remembered across restarts."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT host, boot_ip FROM netboot WHERE boot_ip IS NOT NULL"
+            ).fetchall()
+        return dict(rows)
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+
+def duration(start: Event, end: Event) -> float:
+    """Seconds between two events: monotonic within one run, wall clock across runs."""
+    if start.run == end.run:
+        return end.mono - start.mono
+    return end.wall - start.wall
+
+
+def phase_offsets(events: list[Event]) -> dict[str, float]:
+    """Seconds from the start of the build to the first event of each phase."""
+    firsts: dict[str, Event] = {}
+    for event in events:
+        firsts.setdefault(event.kind, event)
+    start = next((firsts[k] for k in START_PHASES if k in firsts), None)
+    if start is None:
+        return {}
+    return {kind: duration(start, ev) for kind, ev in firsts.items()}
+
+
+def time_to_ready(events: list[Event]) -> float | None:
+    """ready minus VM created, or minus the first boot-file fetch; None until ready."""
+    return phase_offsets(events).get("ready")
