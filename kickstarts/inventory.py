@@ -13,9 +13,12 @@ from photonkick.kickstarts.fields import (
     Reader,
     boolean,
     choice,
+    integer,
+    matching,
     nonempty_text,
     read_checked,
     read_map,
+    secret,
     text,
 )
 from photonkick.kickstarts.hosts import HOST_FIELDS, PER_HOST_ONLY, build_host
@@ -26,7 +29,7 @@ from photonkick.kickstarts.installer import (
     RELEASES,
 )
 from photonkick.kickstarts.source import Map, Node, Scalar, Seq, load_yaml_file, parse_yaml
-from photonkick.kickstarts.spec import Host, Inventory, Photon, ServerUrls
+from photonkick.kickstarts.spec import Host, Inventory, Photon, ServerUrls, Vsphere
 
 
 def load_inventory(path: Path, environ: Mapping[str, str] | None = None) -> Inventory:
@@ -64,12 +67,49 @@ SERVER_FIELDS = {
 }
 
 
+def local_path(reader: Reader, node: Node, path: str) -> Path:
+    """A file path, relative to the spec's folder."""
+    return (reader.base_dir / nonempty_text(reader, node, path)).resolve()
+
+
+def vsphere(reader: Reader, node: Node, path: str) -> Vsphere:
+    """The ``vsphere`` section."""
+    name = nonempty_text
+    values = read_checked(
+        reader,
+        node,
+        path,
+        {
+            "host": Field(matching(r"[A-Za-z0-9.:-]+", "a host name or address"), required=True),
+            "port": Field(integer(1, 65535), 443),
+            "user": Field(nonempty_text, required=True),
+            "password": Field(secret, required=True),
+            "datacenter": Field(name),
+            "cluster": Field(name),
+            "resource_pool": Field(name),
+            "folder": Field(name),
+            "datastore": Field(name),
+            "network": Field(name),
+            "ca_file": Field(local_path),
+            "insecure": Field(boolean, False),
+            "iso": Field(local_path),
+            "iso_folder": Field(
+                matching(r"[\w.-]+(/[\w.-]+)*", "a datastore folder"), "photonkick"
+            ),
+        },
+    )
+    if values["insecure"] and values["ca_file"] is not None:
+        raise reader.fail(node.loc, f"{path}.insecure", "give ca_file or insecure, not both")
+    return Vsphere(**values)
+
+
 TOP_FIELDS = {
     "photon": Field(lambda r, n, p: Photon(**read_checked(r, n, p, PHOTON_FIELDS)), Photon),
     "server": Field(
         lambda r, n, p: ServerUrls(**read_checked(r, n, p, SERVER_FIELDS)), required=True
     ),
     "templates": Field(nonempty_text),
+    "vsphere": Field(vsphere),
     "defaults": Field(lambda r, n, p: n),
     "profiles": Field(lambda r, n, p: n),
     "hosts": Field(lambda r, n, p: n, required=True),
@@ -93,7 +133,7 @@ def inventory_from_node(root: Node, path: Path, environ: Mapping[str, str] | Non
         templates = (path.parent / top["templates"]).resolve()
         if not templates.is_dir():
             raise SpecError([Problem(root.loc, "templates", f"{templates} is not a directory")])
-    return Inventory(path, photon, top["server"], tuple(hosts), templates)
+    return Inventory(path, photon, top["server"], tuple(hosts), templates, top["vsphere"])
 
 
 def _check_layers(reader: Reader, defaults: Node | None, profiles: Node | None) -> dict[str, Map]:

@@ -132,6 +132,26 @@ class ServerUrls:
 
 
 @dataclass(frozen=True)
+class Vsphere:
+    """The ESXi host or vCenter that holds the VMs, and how to trust it."""
+
+    host: str
+    user: str
+    password: Secret
+    port: int = 443
+    datacenter: str | None = None
+    cluster: str | None = None
+    resource_pool: str | None = None
+    folder: str | None = None
+    datastore: str | None = None
+    network: str | None = None
+    ca_file: Path | None = None
+    insecure: bool = False
+    iso: Path | None = None
+    iso_folder: str = "photonkick"
+
+
+@dataclass(frozen=True)
 class Inventory:
     """A whole spec file: target release, server address and the hosts."""
 
@@ -140,6 +160,7 @@ class Inventory:
     server: ServerUrls
     hosts: tuple[Host, ...]
     templates: Path | None = None
+    vsphere: Vsphere | None = None
 
     def host(self, name: str) -> Host:
         """The host called ``name``; KeyError when there is none."""

@@ -15,4 +15,23 @@ def inventory_warnings(inventory: Inventory) -> list[str]:
             "adds it to PXE boot lines; it also turns off TLS checks for the installer's repos. "
             "Use an https:// URL to avoid both."
         )
+    if inventory.vsphere is not None:
+        if inventory.vsphere.insecure:
+            warnings.append(
+                f"vsphere.insecure is set: the certificate of {inventory.vsphere.host} is not "
+                "checked, so anyone on the path can read the password; prefer ca_file or "
+                "the default trust-on-first-use pinning"
+            )
+        for host in inventory.hosts:
+            if host.mac and not is_vmware_static_mac(host.mac):
+                warnings.append(
+                    f"{host.name}: MAC {host.mac} is outside VMware's range for manual "
+                    "addresses (00:50:56:00:00:00 to 00:50:56:3f:ff:ff); ESXi may refuse it "
+                    "or it may collide with generated addresses"
+                )
     return warnings
+
+
+def is_vmware_static_mac(mac: str) -> bool:
+    """True for 00:50:56:00:00:00 to 00:50:56:3f:ff:ff, VMware's range for manual MACs."""
+    return mac.startswith("00:50:56:") and int(mac[9:11], 16) <= 0x3F

@@ -6,6 +6,7 @@ import argparse
 import base64
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from importlib import metadata, resources
 from pathlib import Path
@@ -20,12 +21,18 @@ from photonkick.pxe.dhcp import dhcp_instructions
 from photonkick.pxe.isoboot import seed_boot_param
 from photonkick.pxe.names import TFTP
 from photonkick.pxe.tree import build_boot_tree
+from photonkick.server.fleet import Fleet, FleetError, UpOptions
 from photonkick.server.iso_build import remaster_iso, write_seed_iso
 from photonkick.server.iso_import import import_iso
 from photonkick.server.loaders import loader_files, loader_report
 from photonkick.server.output import write_tree
-from photonkick.server.serve import BootServer, Listen, serve_forever
+from photonkick.server.progress import Progress
+from photonkick.server.report import build_report, format_report, report_json
+from photonkick.server.serve import BootServer, Listen, listen_for, running_server, serve_forever
 from photonkick.server.state import StateDir
+from photonkick.server.status import host_status
+from photonkick.server.timeline import Timeline
+from photonkick.server.vsphere import Placement, VmDriver
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -220,6 +227,134 @@ def cmd_iso(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _fleet_parts(args: argparse.Namespace) -> tuple[Path, Inventory, StateDir, Timeline]:
+    spec, inventory = _load(args)
+    if inventory.vsphere is None:
+        raise FleetError(f"{spec} has no vsphere section: say which ESXi host or vCenter to use")
+    state = _state(args, spec)
+    return spec, inventory, state, Timeline(state.path / "timeline.db")
+
+
+def _connect(inventory: Inventory, state: StateDir) -> VmDriver:
+    from photonkick.server.vsphere._pyvmomi import PyVmomiDriver
+
+    vs = inventory.vsphere
+    assert vs is not None
+    placement = Placement(
+        vs.datacenter, vs.cluster, vs.resource_pool, vs.folder, vs.datastore, vs.network
+    )
+    return PyVmomiDriver.connect(
+        vs.host,
+        vs.user,
+        vs.password.reveal(),
+        port=vs.port,
+        placement=placement,
+        ca_file=vs.ca_file,
+        pin_dir=state.path / "pins",
+        insecure=vs.insecure,
+    )
+
+
+def run_up(args: argparse.Namespace, *, rebuild: bool) -> int:
+    """Shared body of `up` and `rebuild`."""
+    spec, inventory, state, timeline = _fleet_parts(args)
+    names = args.names
+    driver = _connect(inventory, state)
+    server = None
+    wanted = [h for h in inventory.hosts if not names or h.name in names]
+    # Every boot method reports back over HTTP, so a boot server must be there.
+    if not running_server(inventory):
+        data = Path(args.data) if args.data else state.path / "releases"
+        server = BootServer(spec, inventory, state, data, listen_for(inventory))
+        server.start()
+        print(
+            f"started a boot server for {inventory.server.url} (TFTP port {server.tftp.port})",
+            file=sys.stderr,
+        )
+    progress = Progress([h.name for h in wanted])
+    fleet = Fleet(inventory, state, timeline, driver, on_change=progress.update)
+    options = UpOptions(parallel=args.parallel, timeout=args.timeout, rebuild=rebuild)
+    try:
+        runs = fleet.up(names, options)
+    finally:
+        if server is not None:
+            server.stop()
+        _close(driver)
+    report = build_report(runs, timeline)
+    print()
+    print(format_report(report))
+    out = (
+        Path(args.report)
+        if args.report
+        else (state.path / "reports" / time.strftime("up-%Y%m%d-%H%M%S.json"))
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report_json(report))
+    print(f"report: {out}")
+    ok = all(r.outcome in ("ready", "exists") for r in runs)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _close(driver: VmDriver) -> None:
+    close = getattr(driver, "close", None)
+    if close is not None:
+        close()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Create the spec's VMs on ESXi or vCenter, boot them and follow them to ready."""
+    return run_up(args, rebuild=args.rebuild)
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Destroy and recreate hosts (same name and MAC, new tokens) and follow them to ready."""
+    if not args.names:
+        print("photonkick: rebuild needs host names", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return run_up(args, rebuild=True)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Power off and delete hosts' VMs (all hosts with --all)."""
+    if not args.names and not args.all:
+        print("photonkick: down needs host names, or --all", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    _, inventory, state, timeline = _fleet_parts(args)
+    driver = _connect(inventory, state)
+    try:
+        runs = Fleet(inventory, state, timeline, driver).down(args.names)
+    finally:
+        _close(driver)
+    for run in runs:
+        print(f"{run.name}: {run.outcome}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show each host's VM (power, IP) and its last timeline."""
+    _, inventory, state, timeline = _fleet_parts(args)
+    driver = _connect(inventory, state) if not args.offline else None
+    try:
+        for host in inventory.hosts:
+            build = state.build(host.name).build
+            status = host_status(timeline, host, build)
+            vm = "-"
+            if driver is not None:
+                handle = driver.find(host.name)
+                if handle is None:
+                    vm = "no VM"
+                else:
+                    vm_state = driver.state(handle)
+                    vm = f"{vm_state.power}" + (f" {vm_state.ip}" if vm_state.ip else "")
+            ttr = f"{status.time_to_ready:.1f}s" if status.time_to_ready is not None else "-"
+            phase = f"failed: {status.failed}" if status.failed else status.phase
+            print(f"{host.name:<20} build {build:<3} {vm:<24} {phase:<12} ready {ttr}")
+    finally:
+        if driver is not None:
+            _close(driver)
+    return EXIT_OK
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     """List each boot loader: where it was found, or how to install it."""
     cache = Path(args.state or ".photonkick") / "cache"
@@ -293,6 +428,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a small ISO with only /ks.json (for ks=/dev/sr1:/ks.json)",
     )
+    for name, func in (("up", cmd_up), ("rebuild", cmd_rebuild)):
+        sub = verb(name, func)
+        sub.add_argument("names", nargs="*", metavar="NAME", help="hosts (default: all)")
+        sub.add_argument("--parallel", type=int, default=4, metavar="N")
+        sub.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS")
+        sub.add_argument("--report", metavar="FILE.json")
+        sub.add_argument("--data", metavar="DIR", help="imported releases for the boot server")
+        if name == "up":
+            sub.add_argument("--rebuild", action="store_true", help="replace existing VMs")
+    down = verb("down", cmd_down)
+    down.add_argument("names", nargs="*", metavar="NAME")
+    down.add_argument("--all", action="store_true", help="every host of the spec")
+    status = verb("status", cmd_status)
+    status.add_argument("--offline", action="store_true", help="timelines only, no vSphere")
     verb("doctor", cmd_doctor, spec=False).add_argument("--state", metavar="DIR")
     verb("example", cmd_example, spec=False)
     return parser

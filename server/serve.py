@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
 import os
 import secrets
 import signal
 import threading
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 from waitress import wasyncore
 from waitress.server import create_server
@@ -128,6 +132,27 @@ class BootServer:
             thread.join(5)
         self._http.task_dispatcher.shutdown()
         self.timeline.close()
+
+
+def running_server(inventory: Inventory) -> bool:
+    """Whether a boot server for these hosts already answers at server.url."""
+    try:
+        with urllib.request.urlopen(f"{inventory.server.url}/api/v1/hosts", timeout=2) as resp:
+            served = {h["name"] for h in json.load(resp)["hosts"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return {h.name for h in inventory.hosts} <= served
+
+
+def listen_for(inventory: Inventory) -> Listen:
+    """Where an in-process server listens so that hosts reach it at server.url."""
+    parts = urlsplit(inventory.server.url)
+    host = parts.hostname or "0.0.0.0"
+    try:
+        bind = host if ipaddress.ip_address(host).is_loopback else "0.0.0.0"
+    except ValueError:
+        bind = "0.0.0.0"
+    return Listen(bind, parts.port or (443 if parts.scheme == "https" else 80), bind, 69)
 
 
 def _mtime(path: Path) -> float:

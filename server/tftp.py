@@ -36,9 +36,10 @@ MAX_BLKSIZE = 65464  # RFC 2348
 MAX_REQUEST = 2048
 MAX_ACK = 516
 MAX_BURST = 64  # requests taken from the listener per wake-up
-MAX_TRANSFERS = 512
+MAX_TRANSFERS = 256  # each holds a socket and maybe a file: stay far below 1024 fds
 TICK = 0.05  # seconds between timeout sweeps; also bounds how long stop() waits for the loop
 STOP_WAIT = 5.0
+NOT_FOUND = "file not found"
 READ_BUFFER = 64 * 1024
 
 _HEADER = struct.Struct("!HH")
@@ -81,7 +82,8 @@ class TftpServer:
     """A read-only TFTP server over a resolver, with RFC 2347/2348/2349 options.
 
     ``resolve`` maps a normalized relative filename and the client address to bytes, a Path
-    (already confined to the boot tree, see ``confined_file``) or None (file not found).
+    (trusted: already confined to the boot tree, see ``confined_file``) or None (file not
+    found). Only regular files are sent.
     ``timeout`` is the retransmission timeout in seconds and ``retries`` how many times a
     packet is resent before the transfer is given up. One thread serves every transfer from
     an epoll loop, so ``resolve`` and ``on_transfer`` run on it and must return quickly.
@@ -157,6 +159,8 @@ class TftpServer:
                     next_sweep = now + TICK
                     for session in [s for s in sessions.values() if s.deadline <= now]:
                         self._guard(session, session.on_timeout)
+        except Exception:
+            log.exception("the TFTP server stopped on an unexpected error")
         finally:
             for session in list(sessions.values()):
                 session.error = session.error or "the server stopped"
@@ -169,7 +173,7 @@ class TftpServer:
         try:
             done = step()
         except Exception as error:
-            log.exception("transfer of %s to %s failed", session.name, session.client[0])
+            log.exception("transfer of %s to %s failed", session.name, session.client)
             session.error, done = f"internal error: {error}", True
         if done:
             self._finish(session)
@@ -211,20 +215,25 @@ class TftpServer:
             reader, size = self._open(request, name, client)
             blksize, timeout, oack = _negotiate(request.options, size, self._timeout)
         except _Refused as refused:
-            _send_quietly(sock, _encode_error(refused.code, str(refused)))
-            sock.close()
-            self._report(
-                TftpTransfer(name, client[0], 0, time.monotonic() - started, False, str(refused))
-            )
+            self._refuse(sock, refused.code, str(refused), name, client[0], started)
             return
-        except BaseException:
-            sock.close()
-            raise
-        session = _Session(sock, client, name, reader, blksize, timeout, self._retries, started)
+        except Exception:
+            log.exception("a request from %s failed", client[0])
+            self._refuse(sock, 0, "internal error", name, client[0], started)
+            return
+        session = _Session(sock, address, name, reader, blksize, timeout, self._retries, started)
         self._sessions[sock.fileno()] = session
         self._clients.add(address)
         self._epoll.register(sock.fileno(), select.EPOLLIN)
         self._guard(session, lambda: session.begin(_encode_oack(oack) if oack else None))
+
+    def _refuse(
+        self, sock: socket.socket, code: int, message: str, name: str, client: str, started: float
+    ) -> None:
+        _send_quietly(sock, _encode_error(code, message))
+        sock.close()
+        seconds = time.monotonic() - started
+        self._report(TftpTransfer(name, client, 0, seconds, False, message))
 
     def _open(self, request: _Request, name: str, client: tuple[str, int]) -> tuple[BinaryIO, int]:
         if request.opcode == WRQ:
@@ -237,9 +246,9 @@ class TftpServer:
             source = self._resolve(name, client)
         except Exception:
             log.exception("resolving %r for %s failed", name, client[0])
-            raise _Refused(1, "file not found") from None
+            raise _Refused(1, NOT_FOUND) from None
         if source is None:
-            raise _Refused(1, "file not found")
+            raise _Refused(1, NOT_FOUND)
         return _open(source, netascii=request.mode == "netascii")
 
     def _finish(self, session: _Session) -> None:
@@ -261,7 +270,9 @@ class TftpServer:
                 transfer.seconds,
             )
         else:
-            log.warning("%s for %s: %s", transfer.filename, transfer.client, transfer.error)
+            # PXE loaders probe for configs that do not exist: a miss is routine.
+            level = logging.INFO if transfer.error == NOT_FOUND else logging.WARNING
+            log.log(level, "%s for %s: %s", transfer.filename, transfer.client, transfer.error)
         if self._on_transfer is None:
             return
         try:
@@ -279,7 +290,7 @@ class _Session:
     def __init__(
         self,
         sock: socket.socket,
-        client: tuple[str, int],
+        address: tuple[str, int],
         name: str,
         reader: BinaryIO,
         blksize: int,
@@ -287,8 +298,8 @@ class _Session:
         retries: int,
         started: float,
     ) -> None:
-        self.sock, self.client, self.name = sock, client, name
-        self.address = sock.getpeername()
+        self.sock, self.address, self.name = sock, address, name
+        self.client = address[0]
         self.reader, self.blksize, self.timeout, self.retries = reader, blksize, timeout, retries
         self.started = started
         self.block = 0
@@ -333,7 +344,7 @@ class _Session:
         """The record of this transfer for ``on_transfer``."""
         seconds = time.monotonic() - self.started
         return TftpTransfer(
-            self.name, self.client[0], self.acked, seconds, self.error is None, self.error
+            self.name, self.client, self.acked, seconds, self.error is None, self.error
         )
 
     def close(self) -> None:
@@ -397,7 +408,7 @@ def _decode_request(datagram: bytes) -> _Request:
         try:
             packet = _FACTORY.parse(datagram[: end + 1])
         except (TftpException, UnicodeDecodeError, struct.error, ValueError):
-            raise _Refused(4, "illegal TFTP operation: the file name is not ASCII") from None
+            raise _Refused(4, "illegal TFTP operation: the name or mode is not ASCII") from None
     options = {str(k).lower(): str(v) for k, v in packet.options.items()}
     return _Request(int(packet.opcode), str(packet.filename), str(packet.mode), options)
 
@@ -436,16 +447,16 @@ def _open(source: bytes | Path, *, netascii: bool) -> tuple[BinaryIO, int]:
     """A reader over ``source`` and its size in bytes as it will be sent."""
     if isinstance(source, Path):
         try:
-            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the loop
         except FileNotFoundError:
-            raise _Refused(1, "file not found") from None
+            raise _Refused(1, NOT_FOUND) from None
         except OSError:
             raise _Refused(2, "access violation") from None
-        reader: BinaryIO = open(fd, "rb", buffering=READ_BUFFER)
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            reader.close()
-            raise _Refused(1, "file not found")
+            os.close(fd)
+            raise _Refused(1, NOT_FOUND)
+        reader: BinaryIO = open(fd, "rb", buffering=READ_BUFFER)
         if not netascii:
             return reader, info.st_size
         with reader:

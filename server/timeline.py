@@ -74,6 +74,7 @@ class Timeline:
         self.clock = clock or Clock()
         self.run = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self._db = sqlite3.connect(database, timeout=30, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
@@ -90,6 +91,8 @@ class Timeline:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (host, build, kind, detail, client, event.wall, event.mono, event.run),
             )
+        with self._changed:
+            self._changed.notify_all()
         return event
 
     def record_once(
@@ -115,6 +118,33 @@ class Timeline:
         with self._lock:
             rows = self._db.execute(query + " ORDER BY id", args).fetchall()
         return [Event(*row) for row in rows]
+
+    def wait_for(
+        self,
+        host: str,
+        build: int,
+        kinds: set[str],
+        *,
+        since: float,
+        timeout: float,
+        stop: threading.Event | None = None,
+    ) -> Event | None:
+        """The first event of one of ``kinds`` recorded at or after ``since`` (wall clock).
+
+        Wakes at once for events recorded in this process and re-reads the database every
+        half second for those another process (a separate `photonkick serve`) records.
+        None on timeout or when ``stop`` is set.
+        """
+        deadline = self.clock.mono() + timeout
+        while True:
+            for event in self.events(host, build):
+                if event.kind in kinds and event.wall >= since:
+                    return event
+            remaining = deadline - self.clock.mono()
+            if remaining <= 0 or (stop is not None and stop.is_set()):
+                return None
+            with self._changed:
+                self._changed.wait(min(remaining, 0.5))
 
     def is_installed(self, host: str, build: int) -> bool:
         """Whether this build reported `installed` and was not rearmed since (netboot-once)."""

@@ -10,6 +10,8 @@ import pytest
 
 from photonkick.kickstarts.kickstart import BuildInfo
 
+pytest_plugins = ["vcsim_fixture"]
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "kickstarts" / "examples" / "lab.yaml"
 FIXED_SECRET = bytes(range(32))

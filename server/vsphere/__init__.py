@@ -33,14 +33,6 @@ def is_datastore_path(path: str) -> bool:
     return _DATASTORE_PATH.fullmatch(path) is not None
 
 
-def is_static_mac(mac: str) -> bool:
-    """True for a MAC in VMware's range for manual addresses, 00:50:56:00:00:00-3f:ff:ff.
-
-    Other 00:50:56 addresses belong to vCenter-generated and VMkernel NICs.
-    """
-    return mac.startswith("00:50:56:") and int(mac[9:11], 16) <= 0x3F
-
-
 class DriverError(PhotonkickError):
     """vSphere refused or failed an operation.
 
@@ -105,13 +97,9 @@ class VmRequest:
         problems: list[str] = []
         if not self.name or len(self.name) > 80 or any(c in self.name for c in "/\\%"):
             problems.append(f"name {self.name!r} must be 1-80 characters without / \\ or %")
+        # A MAC outside VMware's manual range is allowed (photonkick warns about it).
         if not _MAC.fullmatch(self.mac):
             problems.append(f"mac {self.mac!r} must look like 00:50:56:00:10:01 (lower case)")
-        elif not is_static_mac(self.mac):
-            problems.append(
-                f"mac {self.mac} is outside VMware's range for manual addresses "
-                "(00:50:56:00:00:00 to 00:50:56:3f:ff:ff)"
-            )
         if self.firmware not in get_args(Firmware):
             problems.append(f"firmware {self.firmware!r} must be efi or bios")
         if self.boot not in get_args(BootMode):

@@ -94,7 +94,7 @@ def tftpd_hpa(root: Path, pin: list[str]) -> Iterator[int]:
     """tftpd-hpa in the foreground on a loopback port; yields the port."""
     port = free_port()
     command = [*pin, IN_TFTPD, "--foreground", "--listen", "--address", f"127.0.0.1:{port}"]
-    proc = subprocess.Popen([*command, "--secure", str(root)], start_new_session=True)
+    proc = subprocess.Popen([*command, "--secure", str(root)], start_new_session=True, text=True)
     try:
         time.sleep(0.3)
         if proc.poll() is not None:
@@ -116,24 +116,24 @@ def photonkick(root: Path, pin: list[str], clients: int) -> Iterator[int]:
         end(proc, group=False)
 
 
-def end(proc: subprocess.Popen[str] | subprocess.Popen[bytes], *, group: bool) -> None:
-    """Stop a child (and, for tftpd-hpa, the transfer children it forked), bounded in time."""
+def end(proc: subprocess.Popen[str], *, group: bool) -> None:
+    """Stop a child (and, for tftpd-hpa, the transfer children it forked), bounded in time.
+
+    photonkick stops when its stdin closes; tftpd-hpa gets SIGTERM.
+    """
     if proc.stdin is not None:
         proc.stdin.close()
-    try:
-        proc.wait(3)
-        return
-    except subprocess.TimeoutExpired:
-        pass
-    if group:
+    elif group:
         os.killpg(proc.pid, signal.SIGTERM)
     else:
         proc.terminate()
     try:
-        proc.wait(3)
+        proc.wait(5)
     except subprocess.TimeoutExpired:
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.kill()
-        proc.wait(3)
+        proc.wait(5)
 
 
 def run_clients(port: int, root: Path, out: Path, clients: int, blksize: int) -> tuple[float, int]:

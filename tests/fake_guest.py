@@ -1,0 +1,186 @@
+"""A fake guest for the vSphere simulator: it plays each VM the way Photon would.
+
+The simulator's VMs never run, so this thread does what the installer and the installed
+system do on the network, through the real boot server: fetch the per-MAC config over TFTP
+(PXE hosts), fetch the kickstart, report `installed`, then `firstboot` and `ready`. It also
+reports VMware Tools and an IP through the simulator's SET.* keys. Named a fake: it stands in
+for a real ESXi guest, which cannot run here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+import subprocess
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyVim.connect import Disconnect, SmartConnect
+from pyVim.task import WaitForTask
+from pyVmomi import vim
+
+from photonkick.kickstarts.spec import Inventory
+from photonkick.kickstarts.tokens import callback_base, kickstart_url
+from photonkick.server.state import StateDir
+from photonkick.server.timeline import Timeline
+
+
+@dataclass
+class Script:
+    """What the fake guest does per host: ``ready`` (default), ``fail`` or ``silent``."""
+
+    default: str = "ready"
+    per_host: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+    def for_host(self, name: str) -> str:
+        return self.per_host.get(name, self.default)
+
+
+class FakeGuest:
+    """Plays every VM of an inventory until stopped."""
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        state: StateDir,
+        timeline: Timeline,
+        sim: Any,
+        tftp_port: int,
+        script: Script | None = None,
+    ) -> None:
+        self.inventory = inventory
+        self.state = state
+        self.timeline = timeline
+        self.sim = sim
+        self.tftp_port = tftp_port
+        self.script = script or Script()
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+        self._threads: list[threading.Thread] = []
+        self._since = time.time()
+
+    def __enter__(self) -> FakeGuest:
+        context = ssl.create_default_context(cadata=self.sim.cert_pem)
+        self._si = SmartConnect(
+            host=self.sim.host,
+            port=self.sim.port,
+            user=self.sim.user,
+            pwd=self.sim.password,
+            sslContext=context,
+        )
+        self._lock = threading.Lock()
+        for host in self.inventory.hosts:
+            thread = threading.Thread(target=self._play, args=(host,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(10)
+        Disconnect(self._si)
+
+    def _play(self, host: Any) -> None:
+        try:
+            while not self.stop.is_set():
+                build = self.state.build(host.name).build
+                event = self.timeline.wait_for(
+                    host.name,
+                    build,
+                    {"vm_powered_on"},
+                    since=self._since,
+                    timeout=0.5,
+                    stop=self.stop,
+                )
+                if event is None:
+                    continue
+                self._since = max(self._since, event.wall)
+                self._install(host, build)
+                self._since = time.time()
+        except Exception as exc:  # reported to the test, which asserts there were none
+            self.errors.append(f"{host.name}: {type(exc).__name__}: {exc}")
+
+    def _install(self, host: Any, build: int) -> None:
+        action = self.script.for_host(host.name)
+        if action == "silent":
+            return
+        time.sleep(self.script.delay)
+        self._act_as_tools(host.name)
+        token = self.state.build(host.name).token(host.name)
+        url = self.inventory.server.url
+        if host.boot == "pxe":
+            config = self._tftp(f"pxelinux.cfg/01-{host.mac.replace(':', '-')}")
+            match = re.search(r"ks=(\S+)", config)
+            assert match and match.group(1) == kickstart_url(url, host.name, token), config
+            with urllib.request.urlopen(match.group(1), timeout=10) as resp:
+                assert json.load(resp)["hostname"] == host.name
+        base = callback_base(url, host.name, token)
+        if action == "fail":
+            self._post(f"{base}/failed", b"reason=cannot+pull+nginx%3A1.27")
+            return
+        self._post(f"{base}/installed")
+        self._post(f"{base}/firstboot")
+        self._post(f"{base}/ready")
+
+    def _act_as_tools(self, name: str) -> None:
+        with self._lock:
+            content = self._si.RetrieveContent()
+            view = content.viewManager.CreateContainerView(
+                content.rootFolder, [vim.VirtualMachine], True
+            )
+            vms = [vm for vm in view.view if vm.name == name]
+            view.Destroy()
+            options = [
+                vim.option.OptionValue(
+                    key="SET.guest.toolsRunningStatus", value="guestToolsRunning"
+                ),
+                vim.option.OptionValue(key="SET.guest.ipAddress", value="192.0.2.99"),
+            ]
+            for vm in vms:
+                WaitForTask(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(extraConfig=options)))
+
+    def _tftp(self, name: str) -> str:
+        out = subprocess.run(
+            ["curl", "-sS", "--fail", f"tftp://127.0.0.1:{self.tftp_port}/{name}"],
+            capture_output=True,
+            check=True,
+            timeout=20,
+        )
+        return out.stdout.decode()
+
+    @staticmethod
+    def _post(url: str, data: bytes = b"") -> None:
+        req = urllib.request.Request(url, data=data, method="POST")
+        urllib.request.urlopen(req, timeout=10).close()
+
+
+def spec_text(
+    sim: Any, http_port: int, hosts: list[dict[str, str]], ca_file: Path, iso: Path | None = None
+) -> str:
+    """A spec for the simulator: vsphere section, server on loopback, the given hosts."""
+    lines = [
+        f'server: {{url: "http://127.0.0.1:{http_port}"}}',
+        "vsphere:",
+        f"  host: {sim.host}",
+        f"  port: {sim.port}",
+        f"  user: {sim.user}",
+        f"  password: {sim.password}",
+        f"  ca_file: {ca_file}",
+        "  datastore: LocalDS_0",
+        "  network: VM Network",
+    ]
+    if sim.model == "vcenter":
+        lines.append("  cluster: DC0_C0")
+    if iso is not None:
+        lines.append(f"  iso: {iso}")
+    lines.append("hosts:")
+    for host in hosts:
+        lines.append("  - {" + ", ".join(f"{k}: '{v}'" for k, v in host.items()) + "}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,220 @@
+"""`photonkick up`, `rebuild`, `down` and `status` against the vSphere simulator."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_guest import FakeGuest, Script, spec_text
+from photon_iso import build_photon_iso
+from vcsim_fixture import Vcsim
+
+from photonkick.kickstarts.inventory import load_inventory
+from photonkick.kickstarts.tokens import token_matches
+from photonkick.server.cli import _connect
+from photonkick.server.fleet import Fleet, UpOptions
+from photonkick.server.report import build_report, format_report
+from photonkick.server.serve import BootServer, Listen
+from photonkick.server.state import StateDir
+from photonkick.server.timeline import Timeline
+from photonkick.server.vsphere import VmDriver
+
+HOSTS = [
+    {"name": "web01", "mac": "00:50:56:00:10:01"},
+    {"name": "web02", "mac": "00:50:56:00:10:02", "firmware": "bios"},
+    {"name": "gi01", "mac": "00:50:56:00:10:03", "boot": "guestinfo"},
+    {"name": "iso01", "mac": "00:50:56:00:10:04", "boot": "iso"},
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Setup:
+    """A spec for the simulator, its state, a running boot server and a driver."""
+
+    def __init__(self, root: Path, sim: Vcsim, hosts: list[dict[str, str]]) -> None:
+        self.root = root
+        self.sim = sim
+        ca = root / "sim.pem"
+        ca.write_text(sim.cert_pem)
+        iso = root / "photon.iso"
+        build_photon_iso(iso)
+        self.http_port = free_port()
+        self.spec = root / "lab.yaml"
+        self.spec.write_text(spec_text(sim, self.http_port, hosts, ca, iso))
+        self.inventory = load_inventory(self.spec)
+        self.state = StateDir(root / ".photonkick")
+        self.server = BootServer(
+            self.spec,
+            self.inventory,
+            self.state,
+            root / "releases",
+            Listen("127.0.0.1", self.http_port, "127.0.0.1", 0),
+        )
+        self.server.start()
+        self.timeline: Timeline = self.server.timeline
+        self.driver: VmDriver = _connect(self.inventory, self.state)
+
+    def fleet(self) -> Fleet:
+        return Fleet(self.inventory, self.state, self.timeline, self.driver)
+
+    def guest(self, script: Script | None = None) -> FakeGuest:
+        return FakeGuest(
+            self.inventory, self.state, self.timeline, self.sim, self.server.tftp.port, script
+        )
+
+    def close(self) -> None:
+        self.driver.close()  # type: ignore[attr-defined]
+        self.server.stop()
+
+
+@pytest.fixture
+def setup(tmp_path: Path, vcsim: Vcsim) -> Iterator[Setup]:
+    s = Setup(tmp_path, vcsim, HOSTS)
+    yield s
+    s.close()
+
+
+def vm_config(setup: Setup, name: str) -> Any:
+    driver: Any = setup.driver
+    handle = driver.find(name)
+    assert handle is not None
+    return driver._vm(handle).config
+
+
+def test_up_brings_every_boot_method_to_ready(setup: Setup) -> None:
+    with setup.guest() as guest:
+        runs = setup.fleet().up([], UpOptions(parallel=4, timeout=60))
+    assert guest.errors == []
+    assert {r.name: (r.outcome, r.detail) for r in runs} == {
+        h["name"]: ("ready", "") for h in HOSTS
+    }
+    report = build_report(runs, setup.timeline)
+    for host in report["hosts"]:
+        assert host["time_to_ready"] is not None and host["time_to_ready"] > 0
+        assert set(host["phases"]) >= {"vm_created", "installed", "firstboot", "ready"}
+    pxe = next(h for h in report["hosts"] if h["name"] == "web01")
+    assert set(pxe["phases"]) >= {"config", "kickstart"}
+    assert report["fleet"]["ready"] == 4 and report["fleet"]["p95"] >= report["fleet"]["p50"]
+    text = format_report(report)
+    assert "4/4 ready, 0 failed" in text and "web01" in text
+    for name in ("web01", "gi01", "iso01"):
+        config = vm_config(setup, name)
+        # After `installed`: disk only, the ISO out, the guestinfo kickstart gone.
+        assert [type(d).__name__ for d in config.bootOptions.bootOrder] == [
+            "vim.vm.BootOptions.BootableDiskDevice"
+        ]
+    gi = {o.key: o.value for o in vm_config(setup, "gi01").extraConfig}
+    assert gi.get("guestinfo.kickstart.data", "") == ""
+    assert vm_config(setup, "web02").firmware == "bios"
+    kinds = [e.kind for e in setup.timeline.events("web01")]
+    assert kinds[:2] == ["vm_created", "vm_powered_on"] and "guest_ip" in kinds
+
+
+def test_failed_and_silent_hosts(setup: Setup) -> None:
+    script = Script(per_host={"web01": "fail", "web02": "silent"})
+    with setup.guest(script):
+        runs = setup.fleet().up(["web01", "web02"], UpOptions(timeout=4))
+    outcome = {r.name: (r.outcome, r.detail) for r in runs}
+    assert outcome["web01"] == ("failed", "cannot pull nginx:1.27")
+    assert outcome["web02"][0] == "timeout"
+    report = build_report(runs, setup.timeline)
+    assert report["fleet"] == {
+        "hosts": 2,
+        "ready": 0,
+        "failed": 1,
+        "p50": None,
+        "p95": None,
+        "max": None,
+    }
+
+
+def test_up_is_idempotent_and_rebuild_replaces(setup: Setup) -> None:
+    with setup.guest():
+        first = setup.fleet().up(["web01"], UpOptions(timeout=60))
+        assert first[0].outcome == "ready" and first[0].build == 1
+        old_ref = setup.driver.find("web01")
+        again = setup.fleet().up(["web01"], UpOptions(timeout=60))
+        assert again[0].outcome == "exists"
+        assert setup.driver.find("web01") == old_ref
+        rebuilt = setup.fleet().up(["web01"], UpOptions(timeout=60, rebuild=True))
+    assert rebuilt[0].outcome == "ready" and rebuilt[0].build == 2
+    assert setup.driver.find("web01") != old_ref
+    old_token = setup.state.build("web01")
+    assert not token_matches(
+        setup.state.secret, "web01", 2, old_token.__class__(1, setup.state.secret).token("web01")
+    )
+    nic = [d for d in vm_config(setup, "web01").hardware.device if hasattr(d, "macAddress")][0]
+    assert nic.macAddress == "00:50:56:00:10:01"
+
+
+def test_down_removes_vms(setup: Setup) -> None:
+    with setup.guest():
+        setup.fleet().up(["web01"], UpOptions(timeout=60))
+    runs = setup.fleet().down(["web01", "web02"])
+    assert [(r.name, r.outcome) for r in runs] == [("web01", "destroyed"), ("web02", "absent")]
+    assert setup.driver.find("web01") is None
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / "photonkick"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_cli_bad_credentials_and_wrong_certificate(
+    tmp_path: Path, vcsim: Vcsim, start_vcsim: Callable[..., Vcsim]
+) -> None:
+    ca = tmp_path / "sim.pem"
+    ca.write_text(vcsim.cert_pem)
+    spec = tmp_path / "lab.yaml"
+    text = spec_text(vcsim, free_port(), HOSTS[:1], ca)
+    spec.write_text(text.replace(f"password: {vcsim.password}", "password: wrong"))
+    result = run_cli("status", str(spec), cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"photonkick: logging in to {vcsim.host}:{vcsim.port} as '{vcsim.user}' failed" in (
+        result.stderr
+    )
+    assert "wrong" not in result.stderr  # the password is never shown
+    # A CA file that did not sign this server's certificate: refused before logging in.
+    other = tmp_path / "other.pem"
+    other.write_text(start_vcsim(vcsim.model).cert_pem)
+    spec.write_text(text.replace(str(ca), str(other)))
+    result = run_cli("status", str(spec), cwd=tmp_path)
+    assert result.returncode == 1 and "certificate" in result.stderr.lower(), result.stderr
+
+
+def test_cli_up_status_down(tmp_path: Path, vcsim: Vcsim) -> None:
+    """The real command: it starts its own boot server; the fake guest talks to it."""
+    ca = tmp_path / "sim.pem"
+    ca.write_text(vcsim.cert_pem)
+    port = free_port()
+    spec = tmp_path / "lab.yaml"
+    spec.write_text(
+        spec_text(vcsim, port, [HOSTS[2]], ca, None).replace(
+            "  network: VM Network", "  network: VM Network\n  iso: photon.iso"
+        )
+    )
+    build_photon_iso(tmp_path / "photon.iso")
+    inventory = load_inventory(spec)
+    state = StateDir(tmp_path / ".photonkick")
+    timeline = Timeline(state.path / "timeline.db")
+    with FakeGuest(inventory, state, timeline, vcsim, tftp_port=0):
+        result = run_cli("up", str(spec), "--timeout", "60", "--report", "r.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1/1 ready, 0 failed" in result.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["hosts"][0]["outcome"] == "ready"
+    status = run_cli("status", str(spec), cwd=tmp_path)
+    assert status.returncode == 0 and "gi01" in status.stdout and "ready" in status.stdout
+    down = run_cli("down", str(spec), "gi01", cwd=tmp_path)
+    assert down.returncode == 0 and "gi01: destroyed" in down.stdout
