@@ -34,7 +34,7 @@ from photonkick.server.status import host_status
 from photonkick.server.timeline import Timeline
 from photonkick.server.vsphere import Placement, VmDriver
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def example_spec() -> Path:
@@ -291,6 +291,8 @@ def run_up(args: argparse.Namespace, *, rebuild: bool) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report_json(report))
     print(f"report: {out}")
+    if fleet.stop.is_set():
+        return EXIT_INTERRUPTED
     ok = all(r.outcome in ("ready", "exists") for r in runs)
     return EXIT_OK if ok else EXIT_FAILED
 
@@ -465,4 +467,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"photonkick: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED

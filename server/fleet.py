@@ -22,7 +22,7 @@ from photonkick.kickstarts.kickstart import build_kickstart, dumps
 from photonkick.kickstarts.spec import Host, Inventory
 from photonkick.server.iso_build import remaster_iso
 from photonkick.server.state import StateDir
-from photonkick.server.timeline import Timeline
+from photonkick.server.timeline import FAILED, PHASES, Timeline
 from photonkick.server.vsphere import DriverError, VmDriver, VmHandle, VmRequest
 
 log = logging.getLogger("photonkick.server.fleet")
@@ -98,8 +98,9 @@ class Fleet:
             try:
                 wait(futures)
             except KeyboardInterrupt:
+                # Ctrl-C: stop following; workers finish the step they are in and return.
                 self.stop.set()
-                raise
+                wait(futures)
         return runs
 
     def down(self, names: Sequence[str]) -> list[HostRun]:
@@ -241,18 +242,7 @@ class Fleet:
         )
         guest.start()
         seen: set[str] = set()
-        kinds = {
-            "config",
-            "kernel",
-            "initrd",
-            "kickstart",
-            "repo",
-            "installed",
-            "local_boot",
-            "firstboot",
-            "ready",
-            "failed",
-        }
+        kinds = (set(PHASES) - {"vm_created"}) | {FAILED}
         while True:
             event = self.timeline.wait_for(
                 host.name,

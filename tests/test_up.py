@@ -218,3 +218,55 @@ def test_cli_up_status_down(tmp_path: Path, vcsim: Vcsim) -> None:
     assert status.returncode == 0 and "gi01" in status.stdout and "ready" in status.stdout
     down = run_cli("down", str(spec), "gi01", cwd=tmp_path)
     assert down.returncode == 0 and "gi01: destroyed" in down.stdout
+
+
+def test_stop_leaves_a_consistent_state(setup: Setup) -> None:
+    """What Ctrl-C does: following stops at once; the VM and its timeline stay as they are."""
+    import threading
+
+    fleet = setup.fleet()
+    result: list[Any] = []
+    with setup.guest(Script(default="silent")):
+        worker = threading.Thread(
+            target=lambda: result.extend(fleet.up(["web01"], UpOptions(timeout=300)))
+        )
+        worker.start()
+        build = setup.state.build("web01").build
+        assert (
+            setup.timeline.wait_for("web01", build, {"vm_powered_on"}, since=0, timeout=30)
+            is not None
+        )
+        fleet.stop.set()
+        worker.join(10)
+    assert not worker.is_alive()
+    assert [(r.name, r.outcome) for r in result] == [("web01", "stopped")]
+    assert setup.driver.find("web01") is not None
+    kinds = [e.kind for e in setup.timeline.events("web01")]
+    assert kinds[:2] == ["vm_created", "vm_powered_on"]
+
+
+def test_cli_ctrl_c_prints_the_report(tmp_path: Path, vcsim: Vcsim) -> None:
+    import signal
+
+    ca = tmp_path / "sim.pem"
+    ca.write_text(vcsim.cert_pem)
+    spec = tmp_path / "lab.yaml"
+    spec.write_text(spec_text(vcsim, free_port(), HOSTS[:1], ca))
+    state = StateDir(tmp_path / ".photonkick")
+    timeline = Timeline(state.path / "timeline.db")
+    exe = Path(sys.executable).parent / "photonkick"
+    proc = subprocess.Popen(
+        [str(exe), "up", str(spec), "--timeout", "300"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert timeline.wait_for("web01", 1, {"vm_powered_on"}, since=0, timeout=60)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "web01  stopped" in out and "0/1 ready" in out
