@@ -17,7 +17,7 @@ from vcsim_fixture import Vcsim
 
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.tokens import token_matches
-from photonkick.server.cli import _connect
+from photonkick.server.cli_fleet import connect_driver as _connect
 from photonkick.server.fleet import Fleet, UpOptions
 from photonkick.server.report import build_report, format_report
 from photonkick.server.serve import BootServer, Listen

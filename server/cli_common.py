@@ -1,0 +1,64 @@
+"""Helpers shared by the command modules: exit codes, loading the spec, the state dir."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+from photonkick.kickstarts.inventory import load_inventory
+from photonkick.kickstarts.spec import Inventory
+from photonkick.kickstarts.warnings import inventory_warnings
+from photonkick.server.state import StateDir
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def example_spec() -> Path:
+    """The bundled example spec (a small lab of four hosts)."""
+    return Path(str(resources.files("photonkick.kickstarts") / "examples" / "lab.yaml"))
+
+
+def spec_path(args: argparse.Namespace) -> Path:
+    if args.example:
+        return example_spec()
+    if args.spec is None:
+        raise SystemExit("photonkick: give a SPEC file, or --example for the bundled one")
+    return Path(args.spec)
+
+
+def state_for(args: argparse.Namespace, spec: Path) -> StateDir:
+    if args.state:
+        return StateDir(Path(args.state))
+    base = Path.cwd() if args.example else spec.parent
+    return StateDir(base / ".photonkick")
+
+
+def load_spec(args: argparse.Namespace) -> tuple[Path, Inventory]:
+    spec = spec_path(args)
+    inventory = load_inventory(spec)
+    for warning in inventory_warnings(inventory):
+        print(f"warning: {warning}", file=sys.stderr)
+    return spec, inventory
+
+
+def progress_printer(label: str) -> Callable[[int, int], None]:
+    """A progress printer for long copies: a live line on a terminal, else every 10%."""
+    last = [-1]
+
+    def show(done: int, total: int) -> None:
+        percent = 100 * done // total if total else 100
+        if sys.stderr.isatty():
+            print(
+                f"\r{label}: {done >> 20}/{total >> 20} MiB ({percent}%)",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif percent // 10 != last[0]:
+            last[0] = percent // 10
+            print(f"{label}: {done >> 20}/{total >> 20} MiB ({percent}%)", file=sys.stderr)
+
+    return show

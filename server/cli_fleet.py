@@ -1,0 +1,156 @@
+"""The vSphere commands: `up`, `rebuild`, `down` and `status`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from photonkick.kickstarts.spec import Inventory
+from photonkick.server.cli_common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    load_spec,
+    state_for,
+)
+from photonkick.server.fleet import Fleet, FleetError, UpOptions
+from photonkick.server.progress import Progress
+from photonkick.server.report import build_report, format_report, report_json
+from photonkick.server.serve import BootServer, listen_for, running_server
+from photonkick.server.state import StateDir
+from photonkick.server.status import host_status
+from photonkick.server.timeline import Timeline
+from photonkick.server.vsphere import Placement, VmDriver
+
+
+def fleet_parts(args: argparse.Namespace) -> tuple[Path, Inventory, StateDir, Timeline]:
+    spec, inventory = load_spec(args)
+    if inventory.vsphere is None:
+        raise FleetError(f"{spec} has no vsphere section: say which ESXi host or vCenter to use")
+    state = state_for(args, spec)
+    return spec, inventory, state, Timeline(state.path / "timeline.db")
+
+
+def connect_driver(inventory: Inventory, state: StateDir) -> VmDriver:
+    from photonkick.server.vsphere._pyvmomi import PyVmomiDriver
+
+    vs = inventory.vsphere
+    assert vs is not None
+    placement = Placement(
+        vs.datacenter, vs.cluster, vs.resource_pool, vs.folder, vs.datastore, vs.network
+    )
+    return PyVmomiDriver.connect(
+        vs.host,
+        vs.user,
+        vs.password.reveal(),
+        port=vs.port,
+        placement=placement,
+        ca_file=vs.ca_file,
+        pin_dir=state.path / "pins",
+        insecure=vs.insecure,
+    )
+
+
+def run_up(args: argparse.Namespace, *, rebuild: bool) -> int:
+    """Shared body of `up` and `rebuild`."""
+    spec, inventory, state, timeline = fleet_parts(args)
+    names = args.names
+    driver = connect_driver(inventory, state)
+    server = None
+    wanted = [h for h in inventory.hosts if not names or h.name in names]
+    # Every boot method reports back over HTTP, so a boot server must be there.
+    if not running_server(inventory):
+        data = Path(args.data) if args.data else state.path / "releases"
+        server = BootServer(spec, inventory, state, data, listen_for(inventory))
+        server.start()
+        print(
+            f"started a boot server for {inventory.server.url} (TFTP port {server.tftp.port})",
+            file=sys.stderr,
+        )
+    progress = Progress([h.name for h in wanted])
+    fleet = Fleet(inventory, state, timeline, driver, on_change=progress.update)
+    options = UpOptions(parallel=args.parallel, timeout=args.timeout, rebuild=rebuild)
+    try:
+        runs = fleet.up(names, options)
+    finally:
+        if server is not None:
+            server.stop()
+        close_driver(driver)
+    report = build_report(runs, timeline)
+    print()
+    print(format_report(report))
+    out = (
+        Path(args.report)
+        if args.report
+        else (state.path / "reports" / time.strftime("up-%Y%m%d-%H%M%S.json"))
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report_json(report))
+    print(f"report: {out}")
+    if fleet.stop.is_set():
+        return EXIT_INTERRUPTED
+    ok = all(r.outcome in ("ready", "exists") for r in runs)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def close_driver(driver: VmDriver) -> None:
+    close = getattr(driver, "close", None)
+    if close is not None:
+        close()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Create the spec's VMs on ESXi or vCenter, boot them and follow them to ready."""
+    return run_up(args, rebuild=args.rebuild)
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Destroy and recreate hosts (same name and MAC, new tokens) and follow them to ready."""
+    if not args.names:
+        print("photonkick: rebuild needs host names", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return run_up(args, rebuild=True)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Power off and delete hosts' VMs (all hosts with --all)."""
+    if not args.names and not args.all:
+        print("photonkick: down needs host names, or --all", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    _, inventory, state, timeline = fleet_parts(args)
+    driver = connect_driver(inventory, state)
+    try:
+        runs = Fleet(inventory, state, timeline, driver).down(args.names)
+    finally:
+        close_driver(driver)
+    for run in runs:
+        print(f"{run.name}: {run.outcome}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show each host's VM (power, IP) and its last timeline."""
+    _, inventory, state, timeline = fleet_parts(args)
+    driver = connect_driver(inventory, state) if not args.offline else None
+    try:
+        for host in inventory.hosts:
+            build = state.build(host.name).build
+            status = host_status(timeline, host, build)
+            vm = "-"
+            if driver is not None:
+                handle = driver.find(host.name)
+                if handle is None:
+                    vm = "no VM"
+                else:
+                    vm_state = driver.state(handle)
+                    vm = f"{vm_state.power}" + (f" {vm_state.ip}" if vm_state.ip else "")
+            ttr = f"{status.time_to_ready:.1f}s" if status.time_to_ready is not None else "-"
+            phase = f"failed: {status.failed}" if status.failed else status.phase
+            print(f"{host.name:<20} build {build:<3} {vm:<24} {phase:<12} ready {ttr}")
+    finally:
+        if driver is not None:
+            close_driver(driver)
+    return EXIT_OK
