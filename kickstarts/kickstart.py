@@ -69,7 +69,7 @@ def build_kickstart(
         "bootmode": "efi" if host.firmware == "efi" else "bios",
         "packages": list(host.packages),
         "linux_flavor": host.linux_flavor,
-        "network": network_config(host, inventory.photon.installer),
+        "network": network_config(host),
         "postinstall": _postinstall(host, inventory, build, view, base).splitlines(),
     }
     if host.partitions:

@@ -7,7 +7,7 @@ from typing import Any
 from photonkick.kickstarts.spec import Host
 
 
-def network_config(host: Host, installer: str) -> dict[str, Any]:
+def network_config(host: Host) -> dict[str, Any]:
     """DHCP on every ``e*`` NIC, or a static address on the NIC with the host's MAC.
 
     The static form is the installer's netplan-like version 2 (read by 2.3 and later): the

@@ -60,9 +60,9 @@ def host_status(timeline: Timeline, host: Host, build: int) -> HostStatus:
     reached = [e.kind for e in events if e.kind in PHASES]
     phase = max(reached, key=PHASES.index) if reached else "waiting"
     failures = [e for e in events if e.kind == FAILED]
-    failed = failures[-1].detail.split("\n", 1)[0] or "failed" if failures else None
-    if failed and phase == "ready" and failures[-1].wall < _last(events, "ready"):
-        failed = None
+    failed = None
+    if failures and failures[-1].wall >= _last(events, "ready"):
+        failed = failures[-1].detail.split("\n", 1)[0] or "failed"
     return HostStatus(
         host.name,
         host.mac,
