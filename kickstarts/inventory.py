@@ -55,6 +55,37 @@ def http_url(reader: Reader, node: Node, path: str) -> str:
     return value
 
 
+def plain_http_url(reader: Reader, node: Node, path: str) -> str:
+    """An http:// URL (boot loaders cannot fetch https)."""
+    value = http_url(reader, node, path)
+    if not value.startswith("http://"):
+        raise reader.fail(node.loc, path, "must be http://: loaders cannot fetch https")
+    return value
+
+
+def server_urls(reader: Reader, node: Node, path: str) -> ServerUrls:
+    """The ``server`` section."""
+    return ServerUrls(**read_checked(reader, node, path, SERVER_FIELDS))
+
+
+def _check_boot_url(reader: Reader, root: Node, server: ServerUrls, hosts: list[Host]) -> None:
+    """Loaders fetch kernel and initrd over plain http: https needs a boot_url for PXE."""
+    if server.boot_url or not server.url.startswith("https://"):
+        return
+    if not any(h.boot == "pxe" for h in hosts):
+        return
+    assert isinstance(root, Map)
+    section = root.items["server"]
+    loc = section.items["url"].loc if isinstance(section, Map) else section.loc
+    reader.fail(
+        loc,
+        "server.url",
+        "lpxelinux, GRUB and iPXE cannot fetch kernel and initrd over https",
+        "add server.boot_url: http://... for boot files (kickstarts and callbacks still use "
+        "the https url)",
+    )
+
+
 PHOTON_FIELDS = {
     "release": Field(choice(*RELEASES), "5.0"),
     "installer": Field(choice(*INSTALLER_VERSIONS), "2.7"),
@@ -62,8 +93,9 @@ PHOTON_FIELDS = {
 SERVER_FIELDS = {
     "url": Field(http_url, required=True),
     "repo_url": Field(http_url),
+    "boot_url": Field(plain_http_url),
     "kickstart_after_install": Field(boolean, False),
-    "bind_kickstart_to_boot_ip": Field(boolean, True),
+    "bind_kickstart_to_boot_ip": Field(boolean, False),
 }
 
 
@@ -105,9 +137,7 @@ def vsphere(reader: Reader, node: Node, path: str) -> Vsphere:
 
 TOP_FIELDS = {
     "photon": Field(lambda r, n, p: Photon(**read_checked(r, n, p, PHOTON_FIELDS)), Photon),
-    "server": Field(
-        lambda r, n, p: ServerUrls(**read_checked(r, n, p, SERVER_FIELDS)), required=True
-    ),
+    "server": Field(server_urls, required=True),
     "templates": Field(nonempty_text),
     "vsphere": Field(vsphere),
     "defaults": Field(lambda r, n, p: n),
@@ -126,6 +156,8 @@ def inventory_from_node(root: Node, path: Path, environ: Mapping[str, str] | Non
     photon = top["photon"] or Photon()
     layers = _check_layers(reader, top["defaults"], top["profiles"])
     hosts = _build_hosts(reader, top["hosts"], layers, photon)
+    if top["server"] is not None:
+        _check_boot_url(reader, root, top["server"], hosts)
     if reader.problems:
         raise SpecError(_unique(reader.problems))
     templates = None
@@ -258,6 +290,15 @@ def _check_host(
             )
             ok = False
         macs.setdefault(host.mac, index)
+    if host.boot == "guestinfo" and photon.installer == "2.3":
+        loc = node.items["boot"].loc if "boot" in node.items else node.loc
+        reader.fail(
+            loc,
+            f"{where}.boot",
+            "guestinfo kickstarts need installer 2.7 or newer",
+            "use boot: iso or pxe with installer 2.3",
+        )
+        ok = False
     ok = _check_raw_kickstart(reader, host, node, where, photon) and ok
     return ok
 

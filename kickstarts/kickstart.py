@@ -67,7 +67,7 @@ def build_kickstart(
         "hostname": host.name,
         "disk": host.disk,
         "bootmode": "efi" if host.firmware == "efi" else "bios",
-        "packages": list(host.packages),
+        "packages": packages(host),
         "linux_flavor": host.linux_flavor,
         "network": network_config(host),
         "postinstall": _postinstall(host, inventory, build, view, base).splitlines(),
@@ -86,6 +86,19 @@ def build_kickstart(
             f"kickstart keys {sorted(unknown)}"
         )
     return ks
+
+
+def packages(host: Host) -> list[str]:
+    """The host's packages plus what photonkick's own scripts need on the installed system:
+    curl for the callbacks, docker when enabled, sudo when a user gets a sudo rule."""
+    names = list(host.packages)
+    given = {p.split("=", 1)[0] for p in names}
+    needed = ["curl"]
+    if host.docker:
+        needed.append("docker")
+    if any(u.sudo for u in host.users):
+        needed.append("sudo")
+    return names + [p for p in needed if p not in given]
 
 
 def dumps(kickstart: dict[str, Any]) -> str:

@@ -127,8 +127,14 @@ class ServerUrls:
 
     url: str
     repo_url: str | None = None
+    boot_url: str | None = None
     kickstart_after_install: bool = False
-    bind_kickstart_to_boot_ip: bool = True
+    bind_kickstart_to_boot_ip: bool = False
+
+    @property
+    def boot_base(self) -> str:
+        """Where loaders fetch kernel, initrd and iPXE scripts (always plain http)."""
+        return self.boot_url or self.url
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ UEFI_BOOT_FILE = "grubx64.efi"
 
 def next_server(inventory: Inventory) -> str:
     """The TFTP server's address: the host of server.url."""
-    return urlsplit(inventory.server.url).hostname or ""
+    return urlsplit(inventory.server.boot_base).hostname or ""
 
 
 def dhcp_instructions(inventory: Inventory) -> str:
     """Plain-text DHCP settings: next-server and the boot file per client architecture."""
     server = next_server(inventory)
-    chain = f"{inventory.server.url}/{IPXE_CHAIN}"
+    chain = f"{inventory.server.boot_base}/{IPXE_CHAIN}"
     return f"""\
 DHCP settings for photonkick (TFTP and HTTP on {server}):
   next-server           {server}

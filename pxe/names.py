@@ -38,7 +38,7 @@ IPXE_CHAIN = PurePosixPath("ipxe") / "boot.ipxe"
 
 def release_base(inventory: Inventory) -> str:
     """Base URL of the imported release: ``<url>/releases/<release>``."""
-    return f"{inventory.server.url}/releases/{inventory.photon.release}"
+    return f"{inventory.server.boot_base}/releases/{inventory.photon.release}"
 
 
 def kernel_url(inventory: Inventory) -> str:
@@ -58,7 +58,7 @@ def repo_url(inventory: Inventory) -> str:
 
 def http_url(path: PurePosixPath, inventory: Inventory) -> str:
     """The URL of a file in the tree's ``http/`` part."""
-    return f"{inventory.server.url}/{path}"
+    return f"{inventory.server.boot_base}/{path}"
 
 
 def grub_http_path(url: str) -> str:

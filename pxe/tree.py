@@ -26,7 +26,7 @@ from photonkick.pxe.names import (
 from photonkick.templates import render
 
 UNKNOWN = "no install is planned for this machine"
-INSTALLED = "the install is done (netboot-once)"
+INSTALLED = "this install has ended (netboot-once; rearm to install again)"
 
 
 class BootFormat(StrEnum):
@@ -79,7 +79,7 @@ def host_boot_files(
         boot = install_bootspec(host, inventory, build.token(host.name))
         for fmt in BootFormat:
             text = fmt.render_install(host, inventory, build.build, boot)
-            files[fmt.path(host.mac)] = Artifact(text.encode(), private=True)
+            files[fmt.path(host.mac)] = Artifact(text.encode())
     else:
         for fmt in BootFormat:
             files[fmt.path(host.mac)] = Artifact(fmt.render_local(INSTALLED, inventory).encode())
@@ -97,7 +97,7 @@ def fallback_files(inventory: Inventory) -> dict[PurePosixPath, Artifact]:
         ),
         HTTP / IPXE_CHAIN: Artifact(
             render(
-                "pxe/ipxe-chain.ipxe.j2", inventory.templates, base_url=inventory.server.url
+                "pxe/ipxe-chain.ipxe.j2", inventory.templates, base_url=inventory.server.boot_base
             ).encode()
         ),
     }

@@ -115,6 +115,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
         print(dhcp_instructions(inventory), flush=True)
+        kernel = data / inventory.photon.release / "isolinux" / "vmlinuz"
+        if not kernel.is_file():
+            print(
+                f"warning: no imported Photon {inventory.photon.release} in {data} "
+                f"(missing {kernel}): PXE hosts cannot load the installer; run "
+                f"photonkick import-iso PHOTON.iso --data {data}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     serve_forever(server, ready)
     return EXIT_OK

@@ -63,6 +63,11 @@ def run_up(args: argparse.Namespace, *, rebuild: bool) -> int:
     wanted = [h for h in inventory.hosts if not names or h.name in names]
     # Every boot method reports back over HTTP, so a boot server must be there.
     if not running_server(inventory):
+        if inventory.server.url.startswith("https://"):
+            raise FleetError(
+                f"no boot server answers at {inventory.server.url}; photonkick serves plain "
+                "http, so start `photonkick serve` behind your TLS proxy first"
+            )
         data = Path(args.data) if args.data else state.path / "releases"
         server = BootServer(spec, inventory, state, data, listen_for(inventory))
         server.start()

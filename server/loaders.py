@@ -14,7 +14,7 @@ from photonkick.pxe.names import GRUB_PREFIX
 GRUB_EFI_MODULES = Path("/usr/lib/grub/x86_64-efi")
 GRUB_MODULES = (
     "efinet tftp http net normal linux configfile echo test efi_gop efi_uga all_video "
-    "regexp part_gpt part_msdos fat ext2 chain sleep".split()
+    "regexp part_gpt part_msdos fat ext2 chain sleep search search_fs_file".split()
 )
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from photonkick.kickstarts.artifacts import Artifact, kickstart_path
+from photonkick.kickstarts.artifacts import Artifact
+from photonkick.kickstarts.kickstart import build_kickstart, dumps
 from photonkick.kickstarts.spec import Host, Inventory
 from photonkick.kickstarts.tokens import CALLBACK_EVENTS, token_matches
 from photonkick.pxe.names import HTTP, TFTP
@@ -32,6 +33,7 @@ class _Snapshot:
     tree: dict[PurePosixPath, Artifact]
     by_name: dict[str, Host]
     by_mac: dict[str, Host]
+    kickstarts: dict[tuple[str, int], bytes] = field(default_factory=dict)
 
 
 class BootService:
@@ -90,7 +92,7 @@ class BootService:
         if host is None or host.boot != "pxe":
             return None
         build = self.state.build(host.name)
-        installed = self.timeline.is_installed(host.name, build.build)
+        installed = self.timeline.is_disarmed(host.name, build.build)
         files = host_boot_files(host, snap.inventory, build, armed=not installed)
         kind = "local_boot" if installed else "config"
         self.timeline.record(host.name, build.build, kind, f"{fmt.value} config", client)
@@ -145,7 +147,7 @@ class BootService:
             self.timeline.record(host.name, build, "kernel", "", client)
         elif rest == ("isolinux", "initrd.img"):
             self.timeline.record(host.name, build, "initrd", "", client)
-        elif rest[:1] == ("RPMS",) and rest[-1].endswith(".rpm"):
+        elif rest[:1] == ("RPMS",):
             if (host.name, build) not in self._repo_noted:
                 self._repo_noted.add((host.name, build))
                 self.timeline.record_once(host.name, build, "repo", rest[-1], client)
@@ -165,19 +167,36 @@ class BootService:
             log.warning("kickstart for %s refused: wrong or old token (from %s)", name, client)
             return None
         server = snap.inventory.server
-        if self.timeline.is_installed(name, build) and not server.kickstart_after_install:
+        if self.timeline.is_disarmed(name, build) and not server.kickstart_after_install:
             log.warning(
-                "kickstart for %s refused: already installed; rearm it (from %s)", name, client
+                "kickstart for %s refused: its install has ended; rearm it (from %s)", name, client
             )
             return None
-        bound = self.timeline.boot_ip(name)
-        if server.bind_kickstart_to_boot_ip and bound and client and bound != client:
+        bound = self._first_boot_ip(name, build) if server.bind_kickstart_to_boot_ip else None
+        if bound and client and bound != client:
             log.warning(
                 "kickstart for %s refused: %s fetched its boot config, not %s", name, bound, client
             )
             return None
         self.timeline.record(name, build, "kickstart", "", client)
-        return snap.tree[kickstart_path(name)].content
+        return self._kickstart_bytes(snap, host, build)
+
+    def _kickstart_bytes(self, snap: _Snapshot, host: Host, build: int) -> bytes:
+        """The kickstart of this build (its callbacks carry this build's token)."""
+        key = (host.name, build)
+        cached = snap.kickstarts.get(key)
+        if cached is None:
+            info = self.state.build(host.name)
+            cached = dumps(build_kickstart(host, snap.inventory, info)).encode()
+            snap.kickstarts[key] = cached
+        return cached
+
+    def _first_boot_ip(self, name: str, build: int) -> str | None:
+        """The address of this build's first boot-config fetch (later fetches never rebind)."""
+        for event in self.timeline.events(name, build):
+            if event.kind == "config" and event.client:
+                return event.client
+        return None
 
     def callback(
         self, name: str, token: str, event: str, reason: str, log_tail: str, client: str
@@ -197,8 +216,12 @@ class BootService:
             if log_tail:
                 detail += "\n--- log tail ---\n" + log_tail[-MAX_LOG_TAIL:]
         self.timeline.record(name, build, event, detail, client)
-        if event == "installed":
-            self.timeline.mark_installed(name, build)
+        if event == "installed" or (
+            event == "failed" and not self.timeline.is_disarmed(name, build)
+        ):
+            # A finished or failed install must not start over at the next network boot
+            # (the installer reboots at once); rearm to try again.
+            self.timeline.disarm(name, build)
         log.info("%s: %s%s", name, event, f": {reason[:200]}" if reason else "")
         return True
 

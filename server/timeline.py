@@ -29,6 +29,8 @@ PHASES = (
 """The phases of one install, in the order they happen."""
 FAILED = "failed"
 REARMED = "rearmed"
+WRITE_DELAY = 0.05
+"""Seconds the writer waits to batch events into one transaction."""
 START_PHASES = ("vm_created", "config", "kernel", "initrd")
 """Time to ready counts from the first of these (VM created, else the first boot-file fetch)."""
 
@@ -75,31 +77,68 @@ class Timeline:
         self.run = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
         self._changed = threading.Condition()
+        self._pending: list[Event] = []
         self._db = sqlite3.connect(database, timeout=30, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # WAL with NORMAL stays consistent on a crash; a power cut may lose the last events.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._db.commit()
+        self._closing = threading.Event()
+        self._wake = threading.Event()
+        self._writer = threading.Thread(target=self._write_loop, name="timeline", daemon=True)
+        self._writer.start()
 
     def record(self, host: str, build: int, kind: str, detail: str = "", client: str = "") -> Event:
-        """Append an event."""
+        """Append an event. It is written by a background thread within ``WRITE_DELAY``
+        seconds, in order, and every read in this process sees it at once."""
         event = Event(
             host, build, kind, detail, client, self.clock.wall(), self.clock.mono(), self.run
         )
-        with self._lock, self._db:
-            self._db.execute(
-                "INSERT INTO events (host, build, kind, detail, client, wall, mono, run) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (host, build, kind, detail, client, event.wall, event.mono, event.run),
-            )
+        with self._lock:
+            self._pending.append(event)
+        self._wake.set()
         with self._changed:
             self._changed.notify_all()
         return event
+
+    def flush(self) -> None:
+        """Write the pending events now."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if not self._pending:
+            return
+        rows = [
+            (e.host, e.build, e.kind, e.detail, e.client, e.wall, e.mono, e.run)
+            for e in self._pending
+        ]
+        self._pending = []
+        with self._db:
+            self._db.executemany(
+                "INSERT INTO events (host, build, kind, detail, client, wall, mono, run) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def _write_loop(self) -> None:
+        while not self._closing.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            time.sleep(WRITE_DELAY)  # gather a burst of events into one transaction
+            try:
+                self.flush()
+            except sqlite3.Error:
+                if not self._closing.is_set():
+                    raise
 
     def record_once(
         self, host: str, build: int, kind: str, detail: str = "", client: str = ""
     ) -> Event | None:
         """Append an event unless this build of the host already has one of that kind."""
         with self._lock:
+            self._flush_locked()
             row = self._db.execute(
                 "SELECT 1 FROM events WHERE host = ? AND build = ? AND kind = ? LIMIT 1",
                 (host, build, kind),
@@ -116,6 +155,7 @@ class Timeline:
             query += " AND build = ?"
             args += (build,)
         with self._lock:
+            self._flush_locked()
             rows = self._db.execute(query + " ORDER BY id", args).fetchall()
         return [Event(*row) for row in rows]
 
@@ -146,15 +186,16 @@ class Timeline:
             with self._changed:
                 self._changed.wait(min(remaining, 0.5))
 
-    def is_installed(self, host: str, build: int) -> bool:
-        """Whether this build reported `installed` and was not rearmed since (netboot-once)."""
+    def is_disarmed(self, host: str, build: int) -> bool:
+        """Whether this build's install ended (`installed`, or `failed` before it) and was not
+        rearmed since: its network boot then answers "boot the local disk" (netboot-once)."""
         with self._lock:
             row = self._db.execute(
                 "SELECT installed_build FROM netboot WHERE host = ?", (host,)
             ).fetchone()
         return bool(row and row[0] == build)
 
-    def mark_installed(self, host: str, build: int) -> None:
+    def disarm(self, host: str, build: int) -> None:
         """From now on this host boots locally until rearmed."""
         with self._lock, self._db:
             self._db.execute(
@@ -192,8 +233,12 @@ class Timeline:
         return dict(rows)
 
     def close(self) -> None:
-        """Close the database."""
+        """Write what is pending and close the database."""
+        self._closing.set()
+        self._wake.set()
+        self._writer.join(5)
         with self._lock:
+            self._flush_locked()
             self._db.close()
 
 

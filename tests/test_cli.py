@@ -16,7 +16,7 @@ from conftest import EXAMPLE, REPO
 from photonkick.server.cli import main
 
 GOOD = """
-server: {url: https://pk.example}
+server: {url: https://pk.example, boot_url: "http://192.0.2.1:8080"}
 hosts:
   - name: a
     mac: "00:50:56:00:00:01"

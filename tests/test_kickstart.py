@@ -72,7 +72,7 @@ def test_root_stays_locked_and_off_ssh(example: Inventory, name: str) -> None:
 def test_root_login_when_allowed(write_spec: Callable[[str], Path]) -> None:
     spec = write_spec(
         """
-        server: {url: https://pk.example}
+        server: {url: https://pk.example, boot_url: "http://192.0.2.1:8080"}
         hosts:
           - name: lab
             mac: "00:50:56:00:00:09"
@@ -176,7 +176,7 @@ def test_firmware_sets_bootmode(example: Inventory) -> None:
 def test_secrets_stay_in_their_own_host(write_spec: Callable[[str], Path]) -> None:
     spec = write_spec(
         """
-        server: {url: https://pk.example}
+        server: {url: https://pk.example, boot_url: "http://192.0.2.1:8080"}
         hosts:
           - name: a
             mac: "00:50:56:00:00:01"
@@ -208,7 +208,7 @@ def test_secrets_stay_in_their_own_host(write_spec: Callable[[str], Path]) -> No
 def test_plain_password_is_hashed_once_per_user(write_spec: Callable[[str], Path]) -> None:
     spec = write_spec(
         """
-        server: {url: https://pk.example}
+        server: {url: https://pk.example, boot_url: "http://192.0.2.1:8080"}
         defaults:
           users: [{name: ops, password: {env: OPS_PW}}]
         hosts:
@@ -232,7 +232,7 @@ def test_plain_password_is_hashed_once_per_user(write_spec: Callable[[str], Path
 def test_user_templates_override_the_bundled_ones(write_spec: Callable[[str], Path]) -> None:
     spec = write_spec(
         """
-        server: {url: https://pk.example}
+        server: {url: https://pk.example, boot_url: "http://192.0.2.1:8080"}
         templates: my-templates
         hosts: [{name: a, mac: "00:50:56:00:00:01"}]
         """
@@ -242,3 +242,36 @@ def test_user_templates_override_the_bundled_ones(write_spec: Callable[[str], Pa
     (custom / "postinstall.sh.j2").write_text("echo custom {{ host.name }}\n")
     inv = load_inventory(spec, {})
     assert build_kickstart(inv.hosts[0], inv, BUILD)["postinstall"] == ["echo custom a"]
+
+
+def test_packages_the_scripts_need_are_added(write_spec: Callable[[str], Path]) -> None:
+    spec = write_spec(
+        """
+        server: {url: https://pk.example, boot_url: "http://192.0.2.1:8080"}
+        hosts:
+          - name: a
+            mac: "00:50:56:00:00:01"
+            packages: [minimal, linux-esx, vim]
+            users: [{name: ops, sudo: true}]
+            containers: [{name: web, image: nginx}]
+          - name: b
+            mac: "00:50:56:00:00:02"
+            packages: [minimal, "curl=8.0"]
+        """
+    )
+    inv = load_inventory(spec, {})
+    assert build_kickstart(inv.host("a"), inv, BUILD)["packages"] == [
+        "minimal",
+        "linux-esx",
+        "vim",
+        "curl",
+        "docker",
+        "sudo",
+    ]
+    assert build_kickstart(inv.host("b"), inv, BUILD)["packages"] == ["minimal", "curl=8.0"]
+
+
+def test_failure_reason_never_carries_the_failing_line(example: Inventory) -> None:
+    lines = kickstart(example, "dev01")["postinstall"]
+    (trap,) = [ln for ln in lines if ln.startswith("trap ")]
+    assert "${BASH_COMMAND%% *}" in trap and "${BASH_COMMAND}" not in trap

@@ -93,13 +93,17 @@ def test_install_configs_carry_the_token_and_repo(example: Inventory) -> None:
         assert "repos=http://192.0.2.1:8080/releases/5.0/RPMS" in config
         assert "root=/dev/ram0 loglevel=3" in config
         assert "insecure_installation=1" in config
-        assert tree[PurePosixPath(path)].private  # it holds the token
+        # World-readable like every file TFTP serves (tftpd-hpa serves no other).
+        assert not tree[PurePosixPath(path)].private
 
 
 def test_https_server_needs_no_insecure_flag(write_spec: Callable[[str], Path]) -> None:
     spec = write_spec(
         """
-        server: {url: "https://pk.example:8443", repo_url: "https://mirror.example/photon/5.0"}
+        server:
+          url: "https://pk.example:8443"
+          boot_url: "http://boot.example:8080"
+          repo_url: "https://mirror.example/photon/5.0"
         hosts: [{name: a, mac: "00:50:56:00:00:01"}]
         """
     )
@@ -112,7 +116,8 @@ def test_https_server_needs_no_insecure_flag(write_spec: Callable[[str], Path]) 
         "repos=https://mirror.example/photon/5.0",
     )
     grub = text(build_boot_tree(inv, lambda n: BUILD), "tftp/grub/grub.cfg-01-00-50-56-00-00-01")  # type: ignore[arg-type]
-    assert "linux (http,pk.example:8443)/releases/5.0/isolinux/vmlinuz" in grub
+    assert "linux (http,boot.example:8080)/releases/5.0/isolinux/vmlinuz" in grub
+    assert boot.kernel == "http://boot.example:8080/releases/5.0/isolinux/vmlinuz"
 
 
 def test_only_pxe_hosts_get_configs(write_spec: Callable[[str], Path]) -> None:
@@ -138,7 +143,7 @@ def test_only_pxe_hosts_get_configs(write_spec: Callable[[str], Path]) -> None:
 def test_boot_line_refuses_unsafe_characters(write_spec: Callable[[str], Path]) -> None:
     spec = write_spec(
         """
-        server: {url: "https://pk.example", repo_url: "https://m.example/a;reboot"}
+        server: {url: "http://pk.example", repo_url: "https://m.example/a;reboot"}
         hosts: [{name: a, mac: "00:50:56:00:00:01"}]
         """
     )

@@ -22,7 +22,7 @@ from photonkick.server.serve import BootServer, Listen
 from photonkick.server.state import StateDir
 
 SPEC = """
-server: {{url: "http://127.0.0.1:{port}"}}
+server: {{url: "http://127.0.0.1:{port}", bind_kickstart_to_boot_ip: true}}
 defaults:
   users: [{{name: ops, password_hash: "$6$saltsalt$HASHVALUEabc", ssh_keys: []}}]
 hosts:
@@ -348,7 +348,11 @@ def test_kickstart_bound_to_the_boot_ip(lab: Lab) -> None:
     assert lab.server is not None
     path = ks_url(lab.tftp("pxelinux.cfg/01-00-50-56-00-10-01"))
     client = create_app(lab.server.service, lab.server.admin_token).test_client()
-    assert client.get(path, environ_base={"REMOTE_ADDR": "192.0.2.77"}).status_code == 404
+    far = {"REMOTE_ADDR": "192.0.2.77"}
+    assert client.get(path, environ_base=far).status_code == 404
+    # Fetching the boot config from elsewhere later does not move the binding.
+    assert client.get("/ipxe/00-50-56-00-10-01.ipxe", environ_base=far).status_code == 200
+    assert client.get(path, environ_base=far).status_code == 404
     assert client.get(path, environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
 
 
@@ -458,3 +462,26 @@ def test_serve_command_end_to_end(tmp_path: Path) -> None:
     token = path.split("/")[-1].removesuffix(".json")
     for secret in (*SECRETS, token):
         assert secret not in stderr and secret not in banner, secret
+
+
+def test_rebuild_kickstart_carries_the_new_token(lab: Lab) -> None:
+    assert lab.server is not None
+    lab.server.service.state.next_build("db01")
+    path = ks_url(lab.tftp("pxelinux.cfg/01-00-50-56-00-20-01"))
+    status, body, _ = lab.get(path)
+    assert status == 200
+    token = path.split("/")[-1].removesuffix(".json")
+    assert f"/cb/db01/{token}/$1" in "\n".join(json.loads(body)["postinstall"])
+    assert lab.post(f"/cb/db01/{token}/installed") == 200
+    assert lab.host("db01")["build"] == 2
+
+
+def test_failure_before_install_stops_network_installs(lab: Lab) -> None:
+    path = ks_url(lab.tftp("pxelinux.cfg/01-00-50-56-00-20-01"))
+    base = path.replace("/ks/", "/cb/").removesuffix(".json")
+    assert lab.post(f"{base}/failed", b"reason=postinstall+failed+at+line+9+(useradd)") == 200
+    # The installer reboots at once; the host must not reinstall in a loop.
+    assert b"LOCALBOOT 0" in lab.tftp("pxelinux.cfg/01-00-50-56-00-20-01")
+    assert lab.host("db01")["failed"] == "postinstall failed at line 9 (useradd)"
+    assert lab.post("/api/v1/hosts/db01/rearm") == 200
+    assert b"DEFAULT install" in lab.tftp("pxelinux.cfg/01-00-50-56-00-20-01")

@@ -299,3 +299,38 @@ def test_vm_limits(write_spec: Callable[[str], Path]) -> None:
         "F:3:52: hosts[0].vm.cpus: 0 is outside 1..768",
         "F:3:66: hosts[0].vm.memory_mb: expected a whole number, got '1.5'",
     ]
+
+
+def test_guestinfo_needs_installer_2_7(write_spec: Callable[[str], Path]) -> None:
+    spec = write_spec(
+        """
+        photon: {installer: "2.3"}
+        server: {url: http://192.0.2.1:8080}
+        hosts:
+          - {name: a, boot: guestinfo}
+        """
+    )
+    assert problems(spec) == [
+        "F:4:21: hosts[0].boot: guestinfo kickstarts need installer 2.7 or newer "
+        "(use boot: iso or pxe with installer 2.3)"
+    ]
+
+
+def test_https_server_needs_a_plain_http_boot_url(write_spec: Callable[[str], Path]) -> None:
+    spec = write_spec(
+        """
+        server: {url: https://pk.example, boot_url: https://pk.example:8443}
+        hosts: []
+        """
+    )
+    assert problems(spec) == [
+        "F:1:45: server.boot_url: must be http://: loaders cannot fetch https"
+    ]
+    spec = write_spec(
+        "server: {url: https://pk.example}\nhosts: [{name: a, mac: 00:50:56:00:00:01}]\n"
+    )
+    assert problems(spec) == [
+        "F:1:15: server.url: lpxelinux, GRUB and iPXE cannot fetch kernel and initrd over "
+        "https (add server.boot_url: http://... for boot files (kickstarts and callbacks "
+        "still use the https url))"
+    ]
