@@ -140,6 +140,7 @@ class Fleet:
             self._set(run, run.phase, "error", f"{type(exc).__name__}: {exc}")
 
     def _bring_up(self, host: Host, run: HostRun, options: UpOptions) -> None:
+        self._check_can_create(host)
         existing = self.driver.find(host.name)
         if existing is not None and not options.rebuild:
             run.build = self.state.build(host.name).build
@@ -177,7 +178,7 @@ class Fleet:
 
     def _request(self, host: Host, build: int) -> VmRequest:
         vs = self.inventory.vsphere
-        assert vs is not None
+        assert vs is not None and host.mac is not None
         extra: dict[str, str] = {}
         iso = None
         if host.boot != "pxe":
@@ -189,7 +190,7 @@ class Fleet:
                 iso = self._host_iso(host, kickstart.encode(), build)
         return VmRequest(
             name=host.name,
-            mac=host.mac or "",
+            mac=host.mac,
             firmware="bios" if host.firmware == "bios" else "efi",
             cpus=host.vm.cpus,
             memory_mb=host.vm.memory_mb,
@@ -200,6 +201,16 @@ class Fleet:
             iso=iso,
             extra_config=extra,
         )
+
+    def _check_can_create(self, host: Host) -> None:
+        """Refuse before anything is destroyed or created when the spec lacks something."""
+        if host.mac is None:
+            raise FleetError(
+                f"{host.name}: give it a mac (00:50:56:00:00:00 to "
+                "00:50:56:3f:ff:ff): its VM's NIC gets that manual address"
+            )
+        if host.boot != "pxe":
+            self._base_iso(host)
 
     def _base_iso(self, host: Host) -> Path:
         vs = self.inventory.vsphere

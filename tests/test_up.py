@@ -270,3 +270,15 @@ def test_cli_ctrl_c_prints_the_report(tmp_path: Path, vcsim: Vcsim) -> None:
         proc.kill()
     assert proc.returncode == 130, err
     assert "web01  stopped" in out and "0/1 ready" in out
+
+
+def test_missing_iso_refused_before_anything_changes(tmp_path: Path, vcsim: Vcsim) -> None:
+    s = Setup(tmp_path, vcsim, [{"name": "iso02", "mac": "00:50:56:00:10:05", "boot": "iso"}])
+    try:
+        (tmp_path / "photon.iso").unlink()
+        runs = s.fleet().up([], UpOptions(timeout=5))
+        assert runs[0].outcome == "error" and "needs vsphere.iso" in runs[0].detail
+        assert s.driver.find("iso02") is None
+        assert s.timeline.events("iso02") == []
+    finally:
+        s.close()
