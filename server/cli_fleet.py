@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from photonkick.kickstarts.spec import Inventory
@@ -26,12 +28,21 @@ from photonkick.server.timeline import Timeline
 from photonkick.server.vsphere import Placement, VmDriver
 
 
-def fleet_parts(args: argparse.Namespace) -> tuple[Path, Inventory, StateDir, Timeline]:
+@contextmanager
+def fleet_session(
+    args: argparse.Namespace,
+) -> Iterator[tuple[Path, Inventory, StateDir, Timeline]]:
+    """The spec (which must have a vsphere section), its state and timeline; the timeline is
+    closed, and so written out, at the end."""
     spec, inventory = load_spec(args)
     if inventory.vsphere is None:
         raise FleetError(f"{spec} has no vsphere section: say which ESXi host or vCenter to use")
     state = state_for(args, spec)
-    return spec, inventory, state, Timeline(state.path / "timeline.db")
+    timeline = Timeline(state.path / "timeline.db")
+    try:
+        yield spec, inventory, state, timeline
+    finally:
+        timeline.close()
 
 
 def connect_driver(inventory: Inventory, state: StateDir) -> VmDriver:
@@ -56,7 +67,18 @@ def connect_driver(inventory: Inventory, state: StateDir) -> VmDriver:
 
 def run_up(args: argparse.Namespace, *, rebuild: bool) -> int:
     """Shared body of `up` and `rebuild`."""
-    spec, inventory, state, timeline = fleet_parts(args)
+    with fleet_session(args) as (spec, inventory, state, timeline):
+        return _up(args, rebuild, spec, inventory, state, timeline)
+
+
+def _up(
+    args: argparse.Namespace,
+    rebuild: bool,
+    spec: Path,
+    inventory: Inventory,
+    state: StateDir,
+    timeline: Timeline,
+) -> int:
     names = args.names
     driver = connect_driver(inventory, state)
     server = None
@@ -71,6 +93,7 @@ def run_up(args: argparse.Namespace, *, rebuild: bool) -> int:
         data = Path(args.data) if args.data else state.path / "releases"
         server = BootServer(spec, inventory, state, data, listen_for(inventory))
         server.start()
+        timeline = server.timeline  # the same process: events wake the fleet at once
         print(
             f"started a boot server for {inventory.server.url} (TFTP port {server.tftp.port})",
             file=sys.stderr,
@@ -80,11 +103,11 @@ def run_up(args: argparse.Namespace, *, rebuild: bool) -> int:
     options = UpOptions(parallel=args.parallel, timeout=args.timeout, rebuild=rebuild)
     try:
         runs = fleet.up(names, options)
+        report = build_report(runs, timeline)
     finally:
         if server is not None:
             server.stop()
         close_driver(driver)
-    report = build_report(runs, timeline)
     print()
     print(format_report(report))
     out = (
@@ -125,12 +148,12 @@ def cmd_down(args: argparse.Namespace) -> int:
     if not args.names and not args.all:
         print("photonkick: down needs host names, or --all", file=sys.stderr)
         return EXIT_BAD_INPUT
-    _, inventory, state, timeline = fleet_parts(args)
-    driver = connect_driver(inventory, state)
-    try:
-        runs = Fleet(inventory, state, timeline, driver).down(args.names)
-    finally:
-        close_driver(driver)
+    with fleet_session(args) as (_, inventory, state, timeline):
+        driver = connect_driver(inventory, state)
+        try:
+            runs = Fleet(inventory, state, timeline, driver).down(args.names)
+        finally:
+            close_driver(driver)
     for run in runs:
         print(f"{run.name}: {run.outcome}")
     return EXIT_OK
@@ -138,7 +161,14 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show each host's VM (power, IP) and its last timeline."""
-    _, inventory, state, timeline = fleet_parts(args)
+    with fleet_session(args) as (_, inventory, state, timeline):
+        _print_status(args, inventory, state, timeline)
+    return EXIT_OK
+
+
+def _print_status(
+    args: argparse.Namespace, inventory: Inventory, state: StateDir, timeline: Timeline
+) -> None:
     driver = connect_driver(inventory, state) if not args.offline else None
     try:
         for host in inventory.hosts:
@@ -158,4 +188,3 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         if driver is not None:
             close_driver(driver)
-    return EXIT_OK
