@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -69,3 +70,35 @@ def test_every_module_imports_alone_without_bare_names() -> None:
         text=True,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_wheel_ships_every_module_and_template(tmp_path: Path) -> None:
+    """A regular (not editable) install must carry every module, template and example."""
+    import zipfile
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("photonkick-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    wanted = {
+        "photonkick/" + str(p.relative_to(REPO))
+        for folder in FOLDERS
+        for p in (REPO / folder).rglob("*")
+        if p.is_file()
+        and p.suffix in (".py", ".j2", ".yaml", ".txt", ".typed")
+        and "__pycache__" not in p.parts
+    }
+    assert not wanted - shipped, f"missing from the wheel: {sorted(wanted - shipped)}"
