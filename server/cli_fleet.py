@@ -91,7 +91,14 @@ def _up(
                 "http, so start `photonkick serve` behind your TLS proxy first"
             )
         data = Path(args.data) if args.data else state.path / "releases"
-        server = BootServer(spec, inventory, state, data, listen_for(inventory))
+        listen = listen_for(inventory)
+        try:
+            server = BootServer(spec, inventory, state, data, listen)
+        except OSError as exc:
+            raise FleetError(
+                f"cannot serve {inventory.server.url} here ({exc.strerror}): something else "
+                "holds the port; stop it, or run `photonkick serve` for this spec first"
+            ) from exc
         server.start()
         timeline = server.timeline  # the same process: events wake the fleet at once
         print(
@@ -120,7 +127,7 @@ def _up(
     print(f"report: {out}")
     if fleet.stop.is_set():
         return EXIT_INTERRUPTED
-    ok = all(r.outcome in ("ready", "exists") for r in runs)
+    ok = all(r.outcome == "ready" or (r.outcome == "exists" and r.phase == "ready") for r in runs)
     return EXIT_OK if ok else EXIT_FAILED
 
 

@@ -22,6 +22,7 @@ from photonkick.kickstarts.kickstart import build_kickstart, dumps
 from photonkick.kickstarts.spec import Host, Inventory
 from photonkick.server.iso_build import remaster_iso
 from photonkick.server.state import StateDir
+from photonkick.server.status import host_status
 from photonkick.server.timeline import FAILED, PHASES, Timeline
 from photonkick.server.vsphere import DriverError, VmDriver, VmHandle, VmRequest
 
@@ -85,7 +86,7 @@ class Fleet:
         unknown = [n for n in names if n not in known]
         if unknown:
             raise FleetError(f"no such host in {self.inventory.source}: {', '.join(unknown)}")
-        return [known[n] for n in names]
+        return [known[n] for n in dict.fromkeys(names)]
 
     def up(self, names: Sequence[str], options: UpOptions) -> list[HostRun]:
         """Bring the hosts up; returns each host's run, in spec order."""
@@ -98,9 +99,20 @@ class Fleet:
             try:
                 wait(futures)
             except KeyboardInterrupt:
-                # Ctrl-C: stop following; workers finish the step they are in and return.
+                # Ctrl-C: hosts not started yet are left alone; running ones stop at their
+                # next step. Further Ctrl-C only repeat the request.
                 self.stop.set()
-                wait(futures)
+                for future in futures:
+                    future.cancel()
+                while True:
+                    try:
+                        wait(futures)
+                        break
+                    except KeyboardInterrupt:
+                        continue
+        for run in runs:
+            if run.outcome is None:
+                run.outcome = "stopped"
         return runs
 
     def down(self, names: Sequence[str]) -> list[HostRun]:
@@ -108,13 +120,16 @@ class Fleet:
         runs = []
         for host in self.hosts(names):
             run = HostRun(host.name, self.state.build(host.name).build)
-            vm = self.driver.find(host.name)
-            if vm is None:
-                run.outcome = "absent"
-            else:
-                self.driver.destroy(vm)
-                self.timeline.record(host.name, run.build, "vm_destroyed")
-                run.outcome = "destroyed"
+            try:
+                vm = self.driver.find(host.name)
+                if vm is None:
+                    run.outcome = "absent"
+                else:
+                    self.driver.destroy(vm)
+                    self.timeline.record(host.name, run.build, "vm_destroyed")
+                    run.outcome = "destroyed"
+            except DriverError as exc:
+                run.outcome, run.detail = "error", str(exc)
             runs.append(run)
         return runs
 
@@ -141,26 +156,44 @@ class Fleet:
 
     def _bring_up(self, host: Host, run: HostRun, options: UpOptions) -> None:
         self._check_can_create(host)
+        if self.stop.is_set():
+            self._set(run, "stopped", "stopped")
+            return
         existing = self.driver.find(host.name)
         if existing is not None and not options.rebuild:
             run.build = self.state.build(host.name).build
-            self._set(run, "exists", "exists", "the VM exists; --rebuild replaces it")
+            status = host_status(self.timeline, host, run.build)
+            phase = "failed" if status.failed else status.phase
+            note = "" if phase == "ready" else f" (build {run.build}: {phase})"
+            self._set(run, phase, "exists", f"the VM exists{note}; --rebuild replaces it")
             return
-        if existing is not None:
-            self._set(run, "destroying")
-            self.driver.destroy(existing)
-            self.timeline.record(host.name, self.state.build(host.name).build, "vm_destroyed")
+        # Everything that can fail before the VM exists (remaster, upload) runs before an
+        # old VM is destroyed.
         build = self._new_build(host.name)
         run.build = build
         request = self._request(host, build)
+        if existing is not None:
+            if self.stop.is_set():
+                self._set(run, "stopped", "stopped")
+                return
+            self._set(run, "destroying")
+            self.driver.destroy(existing)
+            self.timeline.record(host.name, build, "vm_destroyed")
         if self.stop.is_set():
             self._set(run, "stopped", "stopped")
             return
         self._set(run, "creating")
         vm = self.driver.create(request)
         self.timeline.record(host.name, build, "vm_created", vm.ref)
+        if self.stop.is_set():
+            self._set(run, "created", "stopped", "created, not powered on")
+            return
         since = time.time()
-        self.driver.power_on(vm)
+        try:
+            self.driver.power_on(vm)
+        except DriverError as exc:
+            self.timeline.record(host.name, build, FAILED, f"power on failed: {exc}")
+            raise
         self.timeline.record(host.name, build, "vm_powered_on")
         self._set(run, "booting")
         self._follow(host, vm, run, since, options.timeout)
@@ -230,7 +263,9 @@ class Fleet:
         vs = self.inventory.vsphere
         assert vs is not None
         return self.driver.upload(
-            local, f"{vs.iso_folder}/{host.name}.iso", datastore=host.vm.datastore or vs.datastore
+            local,
+            f"{vs.iso_folder}/{host.name}-build{build}.iso",
+            datastore=host.vm.datastore or vs.datastore,
         )
 
     def _upload_once(self, local: Path) -> str:
@@ -245,13 +280,23 @@ class Fleet:
 
     def _follow(self, host: Host, vm: VmHandle, run: HostRun, since: float, timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        done = threading.Event()
         guest = threading.Thread(
             target=self._watch_guest,
-            args=(host, vm, run.build, deadline),
+            args=(host, vm, run.build, deadline, done),
             name=f"guest-{host.name}",
             daemon=True,
         )
         guest.start()
+        try:
+            self._follow_timeline(host, vm, run, since, timeout, deadline)
+        finally:
+            done.set()
+            guest.join(5)
+
+    def _follow_timeline(
+        self, host: Host, vm: VmHandle, run: HostRun, since: float, timeout: float, deadline: float
+    ) -> None:
         seen: set[str] = set()
         kinds = (set(PHASES) - {"vm_created"}) | {FAILED}
         while True:
@@ -265,38 +310,52 @@ class Fleet:
             )
             if event is None:
                 outcome = "stopped" if self.stop.is_set() else "timeout"
-                self._set(
-                    run,
-                    run.phase,
-                    outcome,
-                    f"no ready after {timeout:.0f} s" if outcome == "timeout" else "",
-                )
+                detail = f"no ready after {timeout:.0f} s" if outcome == "timeout" else ""
+                self._set(run, run.phase, outcome, detail)
                 return
             seen.add(event.kind)
             if event.kind == "installed":
-                self._after_install(host, vm)
+                self._after_install(host, vm, run)
             if event.kind in DONE:
                 reason = event.detail.split("\n", 1)[0] if event.kind == "failed" else ""
                 self._set(run, event.kind, event.kind, reason)
                 return
             self._set(run, event.kind)
 
-    def _after_install(self, host: Host, vm: VmHandle) -> None:
-        """Boot from disk from now on; the installer ISO and kickstart are no longer needed."""
-        self.driver.set_boot_order(vm, ["disk"])
-        if host.boot != "pxe":
-            self.driver.detach_iso(vm)
-        if host.boot == "guestinfo":
-            self.driver.clear_guestinfo(vm, GUESTINFO_KICKSTART)
+    def _after_install(self, host: Host, vm: VmHandle, run: HostRun) -> None:
+        """Boot from disk from now on; the installer ISO and kickstart are no longer needed.
 
-    def _watch_guest(self, host: Host, vm: VmHandle, build: int, deadline: float) -> None:
+        A failure here is reported but does not stop following: the install goes on.
+        """
+        try:
+            self.driver.set_boot_order(vm, ["disk"])
+            if host.boot != "pxe":
+                self.driver.detach_iso(vm)
+            if host.boot == "guestinfo":
+                self.driver.clear_guestinfo(vm, GUESTINFO_KICKSTART)
+        except DriverError as exc:
+            log.warning("%s: after install: %s", host.name, exc)
+            run.detail = f"after install: {exc}"
+            self.timeline.record(host.name, run.build, "vm_reconfigure_failed", str(exc))
+
+    def _watch_guest(
+        self, host: Host, vm: VmHandle, build: int, deadline: float, done: threading.Event
+    ) -> None:
         """Record when VMware Tools run with an IP (a milestone, not readiness)."""
+        stop = threading.Event()
+
+        def watch_stop() -> None:
+            while not (done.wait(0.5) or self.stop.is_set()):
+                pass
+            stop.set()
+
+        threading.Thread(target=watch_stop, daemon=True).start()
         try:
             state = self.driver.wait_for(
                 vm,
                 lambda s: s.tools_running and s.ip is not None,
                 timeout=max(0.0, deadline - time.monotonic()),
-                stop=self.stop,
+                stop=stop,
             )
             self.timeline.record(host.name, build, "guest_ip", state.ip or "")
         except DriverError as exc:

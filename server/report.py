@@ -55,10 +55,14 @@ def build_report(runs: Sequence[HostRun], timeline: Timeline) -> dict[str, Any]:
                 "time_to_ready": None if ttr is None else round(ttr, 3),
             }
         )
+    outcomes: dict[str, int] = {}
+    for run in runs:
+        outcomes[run.outcome or "unknown"] = outcomes.get(run.outcome or "unknown", 0) + 1
     fleet = {
         "hosts": len(runs),
         "ready": len(ready_times),
         "failed": sum(r.outcome == "failed" for r in runs),
+        "outcomes": dict(sorted(outcomes.items())),
         "p50": percentile(ready_times, 50),
         "p95": percentile(ready_times, 95),
         "max": max(ready_times, default=None),
@@ -90,9 +94,13 @@ def format_report(report: dict[str, Any]) -> str:
         for row in rows
     ]
     f = report["fleet"]
+    others = ", ".join(
+        f"{count} {outcome}" for outcome, count in f["outcomes"].items() if outcome != "ready"
+    )
     lines.append(
-        f"{f['ready']}/{f['hosts']} ready, {f['failed']} failed; time to ready "
-        f"p50 {_cell(f['p50'])}, p95 {_cell(f['p95'])}, max {_cell(f['max'])}"
+        f"{f['ready']}/{f['hosts']} ready"
+        + (f" ({others})" if others else "")
+        + f"; time to ready p50 {_cell(f['p50'])}, p95 {_cell(f['p95'])}, max {_cell(f['max'])}"
     )
     for h in report["hosts"]:
         if h["detail"] and h["outcome"] not in ("ready",):

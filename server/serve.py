@@ -64,14 +64,18 @@ class BootServer:
     ) -> None:
         self.spec = spec
         self.timeline = Timeline(state.path / "timeline.db")
-        loaders = loader_files(state.path / "cache")
-        self.service = BootService(inventory, state, self.timeline, data_dir, loaders)
-        self.admin_token = admin_token(state.path)
-        app = create_app(self.service, self.admin_token)
-        self._http = create_server(
-            app, host=listen.http_host, port=listen.http_port, threads=8, ident="photonkick"
-        )
-        self.tftp = _start_tftp(self.service, listen)
+        try:
+            loaders = loader_files(state.path / "cache")
+            self.service = BootService(inventory, state, self.timeline, data_dir, loaders)
+            self.admin_token = admin_token(state.path)
+            app = create_app(self.service, self.admin_token)
+            self._http = create_server(
+                app, host=listen.http_host, port=listen.http_port, threads=8, ident="photonkick"
+            )
+            self.tftp = _start_tftp(self.service, listen)
+        except BaseException:
+            self.timeline.close()
+            raise
         self._spec_mtime = _mtime(spec)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -6,6 +6,7 @@ durations use the monotonic clock when both events come from the same run.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -13,6 +14,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger("photonkick.server.timeline")
 
 PHASES = (
     "vm_created",
@@ -95,6 +98,9 @@ class Timeline:
         event = Event(
             host, build, kind, detail, client, self.clock.wall(), self.clock.mono(), self.run
         )
+        if self._closing.is_set():
+            log.warning("timeline closed: %s %s for %s not recorded", kind, detail[:80], host)
+            return event
         with self._lock:
             self._pending.append(event)
         self._wake.set()
@@ -114,13 +120,14 @@ class Timeline:
             (e.host, e.build, e.kind, e.detail, e.client, e.wall, e.mono, e.run)
             for e in self._pending
         ]
-        self._pending = []
         with self._db:
             self._db.executemany(
                 "INSERT INTO events (host, build, kind, detail, client, wall, mono, run) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+        # Only once committed: a failed write keeps the events for the next try.
+        del self._pending[: len(rows)]
 
     def _write_loop(self) -> None:
         while not self._closing.is_set():
@@ -129,9 +136,10 @@ class Timeline:
             time.sleep(WRITE_DELAY)  # gather a burst of events into one transaction
             try:
                 self.flush()
-            except sqlite3.Error:
-                if not self._closing.is_set():
-                    raise
+            except sqlite3.Error as exc:  # a busy database: keep the events, try again
+                log.warning("timeline: cannot write %d events yet: %s", len(self._pending), exc)
+                self._wake.set()
+                time.sleep(0.5)
 
     def record_once(
         self, host: str, build: int, kind: str, detail: str = "", client: str = ""

@@ -107,7 +107,7 @@ def test_up_brings_every_boot_method_to_ready(setup: Setup) -> None:
     assert set(pxe["phases"]) >= {"config", "kickstart"}
     assert report["fleet"]["ready"] == 4 and report["fleet"]["p95"] >= report["fleet"]["p50"]
     text = format_report(report)
-    assert "4/4 ready, 0 failed" in text and "web01" in text
+    assert "4/4 ready;" in text and "web01" in text
     for name in ("web01", "gi01", "iso01"):
         config = vm_config(setup, name)
         # After `installed`: disk only, the ISO out, the guestinfo kickstart gone.
@@ -133,10 +133,16 @@ def test_failed_and_silent_hosts(setup: Setup) -> None:
         "hosts": 2,
         "ready": 0,
         "failed": 1,
+        "outcomes": {"failed": 1, "timeout": 1},
         "p50": None,
         "p95": None,
         "max": None,
     }
+    assert "0/2 ready (1 failed, 1 timeout)" in format_report(report)
+    # Running up again does not count the failed host's VM as a success.
+    again = setup.fleet().up(["web01"], UpOptions(timeout=4))
+    assert (again[0].outcome, again[0].phase) == ("exists", "failed")
+    assert again[0].detail == "the VM exists (build 1: failed); --rebuild replaces it"
 
 
 def test_up_is_idempotent_and_rebuild_replaces(setup: Setup) -> None:
@@ -211,7 +217,7 @@ def test_cli_up_status_down(tmp_path: Path, vcsim: Vcsim) -> None:
     with FakeGuest(inventory, state, timeline, vcsim, tftp_port=0):
         result = run_cli("up", str(spec), "--timeout", "60", "--report", "r.json", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1/1 ready, 0 failed" in result.stdout
+    assert "1/1 ready;" in result.stdout
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["hosts"][0]["outcome"] == "ready"
     status = run_cli("status", str(spec), cwd=tmp_path)
@@ -282,3 +288,26 @@ def test_missing_iso_refused_before_anything_changes(tmp_path: Path, vcsim: Vcsi
         assert s.timeline.events("iso02") == []
     finally:
         s.close()
+
+
+def test_stop_during_rebuild_leaves_queued_hosts_alone(setup: Setup) -> None:
+    import threading
+
+    with setup.guest():
+        setup.fleet().up(["web01", "web02"], UpOptions(timeout=60))
+    before = setup.driver.find("web02")
+    fleet = setup.fleet()
+    result: list[Any] = []
+    with setup.guest(Script(default="silent")):
+        worker = threading.Thread(
+            target=lambda: result.extend(
+                fleet.up(["web01", "web02"], UpOptions(parallel=1, timeout=300, rebuild=True))
+            )
+        )
+        worker.start()
+        assert setup.timeline.wait_for("web01", 2, {"vm_powered_on"}, since=0, timeout=30)
+        fleet.stop.set()
+        worker.join(15)
+    assert [(r.name, r.outcome) for r in result] == [("web01", "stopped"), ("web02", "stopped")]
+    assert setup.driver.find("web02") == before
+    assert setup.state.build("web02").build == 1
