@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from photonkick.kickstarts.artifacts import Artifact
-from photonkick.kickstarts.kickstart import build_kickstart, dumps
+from photonkick.kickstarts.kickstart import BuildInfo, build_kickstart, dumps
 from photonkick.kickstarts.spec import Host, Inventory
 from photonkick.kickstarts.tokens import CALLBACK_EVENTS, token_matches
 from photonkick.pxe.names import HTTP, TFTP
@@ -23,6 +24,8 @@ from photonkick.server.timeline import Timeline
 log = logging.getLogger("photonkick.server")
 MAX_REASON = 2_000
 MAX_LOG_TAIL = 64 * 1024
+STATE_TTL = 1.0
+"""Seconds a host's build number and netboot state are reused between requests."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class BootService:
         self._snapshot = self._make_snapshot(inventory)
         self._ip_host = {ip: host for host, ip in timeline.boot_ips().items()}
         self._repo_noted: set[tuple[str, int]] = set()
+        self._state_cache: dict[str, tuple[float, tuple[int, int], BuildInfo, bool]] = {}
 
     @property
     def inventory(self) -> Inventory:
@@ -83,7 +87,24 @@ class BootService:
 
     def build(self, host: str) -> int:
         """The host's current build number."""
-        return self.state.build(host).build
+        return self._current(host)[0].build
+
+    def _current(self, host: str) -> tuple[BuildInfo, bool]:
+        """The host's build and whether its install ended, read at most once a second.
+
+        Changes made in this process are seen at once; those of another process (a
+        `photonkick up` starting a new build) within ``STATE_TTL`` seconds, long before the
+        new VM asks for anything.
+        """
+        now = time.monotonic()
+        stamp = (self.state.changes, self.timeline.changes)
+        cached = self._state_cache.get(host)
+        if cached is not None and cached[1] == stamp and now - cached[0] < STATE_TTL:
+            return cached[2], cached[3]
+        build = self.state.build(host)
+        disarmed = self.timeline.is_disarmed(host, build.build)
+        self._state_cache[host] = (now, stamp, build, disarmed)
+        return build, disarmed
 
     def boot_file(self, fmt: BootFormat, mac: str, client: str) -> bytes | None:
         """A per-MAC loader config: the install while armed, local boot once installed."""
@@ -91,8 +112,7 @@ class BootService:
         host = snap.by_mac.get(mac)
         if host is None or host.boot != "pxe":
             return None
-        build = self.state.build(host.name)
-        installed = self.timeline.is_disarmed(host.name, build.build)
+        build, installed = self._current(host.name)
         files = host_boot_files(host, snap.inventory, build, armed=not installed)
         kind = "local_boot" if installed else "config"
         self.timeline.record(host.name, build.build, kind, f"{fmt.value} config", client)
@@ -162,12 +182,13 @@ class BootService:
         host = snap.by_name.get(name)
         if host is None:
             return None
-        build = self.build(name)
+        info, disarmed = self._current(name)
+        build = info.build
         if not token_matches(self.state.secret, name, build, token):
             log.warning("kickstart for %s refused: wrong or old token (from %s)", name, client)
             return None
         server = snap.inventory.server
-        if self.timeline.is_disarmed(name, build) and not server.kickstart_after_install:
+        if disarmed and not server.kickstart_after_install:
             log.warning(
                 "kickstart for %s refused: its install has ended; rearm it (from %s)", name, client
             )
@@ -216,9 +237,7 @@ class BootService:
             if log_tail:
                 detail += "\n--- log tail ---\n" + log_tail[-MAX_LOG_TAIL:]
         self.timeline.record(name, build, event, detail, client)
-        if event == "installed" or (
-            event == "failed" and not self.timeline.is_disarmed(name, build)
-        ):
+        if event == "installed" or (event == "failed" and not self._current(name)[1]):
             # A finished or failed install must not start over at the next network boot
             # (the installer reboots at once); rearm to try again.
             self.timeline.disarm(name, build)

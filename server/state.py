@@ -20,6 +20,8 @@ class StateDir:
         self.path = path
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.secret = _read_or_create_secret(path / SECRET_FILE)
+        self.changes = 0
+        """Counts the builds started through this object, so caches can tell."""
         self._db = sqlite3.connect(path / DATABASE_FILE, timeout=30, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
@@ -40,6 +42,7 @@ class StateDir:
                 "ON CONFLICT(host) DO UPDATE SET build = build + 1",
                 (host,),
             )
+        self.changes += 1
         return self.build(host)
 
     def close(self) -> None:

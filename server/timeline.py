@@ -78,7 +78,10 @@ class Timeline:
     def __init__(self, database: Path, clock: Clock | None = None) -> None:
         self.clock = clock or Clock()
         self.run = uuid.uuid4().hex[:12]
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the write connection and the pending list
+        self._read_lock = threading.Lock()
+        self.changes = 0
+        """Counts netboot-state changes made through this object, so caches can tell."""
         self._changed = threading.Condition()
         self._pending: list[Event] = []
         self._db = sqlite3.connect(database, timeout=30, check_same_thread=False)
@@ -87,6 +90,9 @@ class Timeline:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._db.commit()
+        # Lookups on hot paths (netboot state, boot IPs) read through their own connection,
+        # so a batch being committed never holds up a loader or installer request.
+        self._read = sqlite3.connect(database, timeout=30, check_same_thread=False)
         self._closing = threading.Event()
         self._wake = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="timeline", daemon=True)
@@ -197,8 +203,8 @@ class Timeline:
     def is_disarmed(self, host: str, build: int) -> bool:
         """Whether this build's install ended (`installed`, or `failed` before it) and was not
         rearmed since: its network boot then answers "boot the local disk" (netboot-once)."""
-        with self._lock:
-            row = self._db.execute(
+        with self._read_lock:
+            row = self._read.execute(
                 "SELECT installed_build FROM netboot WHERE host = ?", (host,)
             ).fetchone()
         return bool(row and row[0] == build)
@@ -211,11 +217,13 @@ class Timeline:
                 "ON CONFLICT(host) DO UPDATE SET installed_build = excluded.installed_build",
                 (host, build),
             )
+        self.changes += 1
 
     def rearm(self, host: str) -> None:
         """Offer the install again on the next network boot."""
         with self._lock, self._db:
             self._db.execute("UPDATE netboot SET installed_build = NULL WHERE host = ?", (host,))
+        self.changes += 1
 
     def bind_ip(self, host: str, ip: str) -> None:
         """Remember the address that fetched the host's boot config."""
@@ -225,11 +233,14 @@ class Timeline:
                 "ON CONFLICT(host) DO UPDATE SET boot_ip = excluded.boot_ip",
                 (host, ip),
             )
+        self.changes += 1
 
     def boot_ip(self, host: str) -> str | None:
         """The address that last fetched the host's boot config."""
-        with self._lock:
-            row = self._db.execute("SELECT boot_ip FROM netboot WHERE host = ?", (host,)).fetchone()
+        with self._read_lock:
+            row = self._read.execute(
+                "SELECT boot_ip FROM netboot WHERE host = ?", (host,)
+            ).fetchone()
         return row[0] if row else None
 
     def boot_ips(self) -> dict[str, str]:
@@ -248,6 +259,8 @@ class Timeline:
         with self._lock:
             self._flush_locked()
             self._db.close()
+        with self._read_lock:
+            self._read.close()
 
 
 def duration(start: Event, end: Event) -> float:

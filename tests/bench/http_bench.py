@@ -87,6 +87,18 @@ def log_tail(log: Path) -> str:
         return "(no log)"
 
 
+def spawn_logged(command: list[str], log: Path, mode: str) -> subprocess.Popen[bytes]:
+    """Start a server in its own session with its output going to ``log``."""
+    with log.open(mode) as out:
+        return subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
 def wait_until_up(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
     """Wait until ``port`` accepts connections; fail if the process exits or time runs out."""
     name = Path(str(proc.args[0] if isinstance(proc.args, list) else proc.args)).name
@@ -137,14 +149,7 @@ def photonkick_serve(lab: Path, www: Path) -> Iterator[Photonkick]:
     exe = Path(sys.executable).parent / "photonkick"
     command = [str(exe), "serve", str(spec), "--http", f"127.0.0.1:{port}"]
     command += ["--tftp", "127.0.0.1:0", "--data", str(www / "releases")]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    proc = spawn_logged(command, log, "wb")
     try:
         wait_until_up(proc, port, log)
         deadline = time.monotonic() + START_TIMEOUT
@@ -185,14 +190,7 @@ def nginx(prefix: Path, www: Path, workers: str) -> Iterator[int]:
     )
     log = prefix / "error.log"
     command = ["nginx", "-c", str(conf), "-p", str(prefix), "-e", str(log), "-g", "daemon off;"]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    proc = spawn_logged(command, log, "ab")
     try:
         wait_until_up(proc, port, log)
         yield port
