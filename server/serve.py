@@ -134,6 +134,8 @@ class BootServer:
         self.tftp.stop()
         for thread in self._threads:
             thread.join(5)
+        if not self._threads:  # never started: the listening socket is still open
+            wasyncore.close_all(self._http._map, ignore_all=True)
         self._http.task_dispatcher.shutdown()
         self.timeline.close()
 

@@ -485,3 +485,31 @@ def test_failure_before_install_stops_network_installs(lab: Lab) -> None:
     assert lab.host("db01")["failed"] == "postinstall failed at line 9 (useradd)"
     assert lab.post("/api/v1/hosts/db01/rearm") == 200
     assert b"DEFAULT install" in lab.tftp("pxelinux.cfg/01-00-50-56-00-20-01")
+
+
+def test_tftp_moves_to_a_free_port_when_69_is_taken(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        blocker.bind(("127.0.0.1", 69))
+    except OSError:
+        pass  # not root: port 69 cannot be bound by photonkick either, which is the same case
+    port = _free_port()
+    spec = tmp_path / "lab.yaml"
+    spec.write_text(f'server: {{url: "http://127.0.0.1:{port}"}}\nhosts: []\n')
+    server = BootServer(
+        spec,
+        load_inventory(spec),
+        StateDir(tmp_path / "state"),
+        tmp_path,
+        Listen("127.0.0.1", port, "127.0.0.1", 69),
+    )
+    try:
+        assert server.tftp.port not in (0, 69)
+        assert f"TFTP is on port {server.tftp.port} instead" in caplog.text
+    finally:
+        server.stop()
+        blocker.close()
