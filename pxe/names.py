@@ -56,11 +56,6 @@ def repo_url(inventory: Inventory) -> str:
     return inventory.server.repo_url or f"{release_base(inventory)}/RPMS"
 
 
-def http_url(path: PurePosixPath, inventory: Inventory) -> str:
-    """The URL of a file in the tree's ``http/`` part."""
-    return f"{inventory.server.boot_base}/{path}"
-
-
 def grub_http_path(url: str) -> str:
     """A URL in GRUB's device syntax: ``(http,host:port)/path``."""
     parts = urlsplit(url)

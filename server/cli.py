@@ -22,6 +22,7 @@ from photonkick.server.cli_common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     example_spec,
+    find_host,
     load_spec,
     state_for,
 )
@@ -66,11 +67,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """Print one host's kickstart (secrets redacted unless --reveal or --guestinfo)."""
     spec, inventory = load_spec(args)
-    try:
-        host = inventory.host(args.name)
-    except KeyError:
-        names = ", ".join(h.name for h in inventory.hosts)
-        print(f"photonkick: no host {args.name!r} in {spec} (hosts: {names})", file=sys.stderr)
+    host = find_host(inventory, args.name, spec)
+    if host is None:
         return EXIT_BAD_INPUT
     reveal = args.reveal or args.guestinfo
     build = state_for(args, spec).build(host.name)

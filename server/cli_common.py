@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from photonkick.kickstarts.inventory import load_inventory
-from photonkick.kickstarts.spec import Inventory
+from photonkick.kickstarts.spec import Host, Inventory
 from photonkick.kickstarts.warnings import inventory_warnings
 from photonkick.server.state import StateDir
 
@@ -62,3 +62,13 @@ def progress_printer(label: str) -> Callable[[int, int], None]:
             print(f"{label}: {done >> 20}/{total >> 20} MiB ({percent}%)", file=sys.stderr)
 
     return show
+
+
+def find_host(inventory: Inventory, name: str, spec: Path) -> Host | None:
+    """The named host, or None after telling the user which hosts there are."""
+    try:
+        return inventory.host(name)
+    except KeyError:
+        names = ", ".join(h.name for h in inventory.hosts)
+        print(f"photonkick: no host {name!r} in {spec} (hosts: {names})", file=sys.stderr)
+        return None

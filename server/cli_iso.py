@@ -11,6 +11,7 @@ from photonkick.pxe.isoboot import seed_boot_param
 from photonkick.server.cli_common import (
     EXIT_BAD_INPUT,
     EXIT_OK,
+    find_host,
     load_spec,
     progress_printer,
     state_for,
@@ -44,10 +45,8 @@ def cmd_import_iso(args: argparse.Namespace) -> int:
 def cmd_iso(args: argparse.Namespace) -> int:
     """Write an unattended ISO for one host: a remastered full ISO, or a small seed ISO."""
     spec, inventory = load_spec(args)
-    try:
-        host = inventory.host(args.name)
-    except KeyError:
-        print(f"photonkick: no host {args.name!r} in {spec}", file=sys.stderr)
+    host = find_host(inventory, args.name, spec)
+    if host is None:
         return EXIT_BAD_INPUT
     build = state_for(args, spec).build(host.name)
     kickstart = dumps(build_kickstart(host, inventory, build)).encode()

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from photonkick.kickstarts.errors import PhotonkickError
@@ -45,7 +45,6 @@ class HostRun:
     outcome: str | None = None
     detail: str = ""
     started: float = 0.0
-    steps: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -137,7 +136,6 @@ class Fleet:
 
     def _set(self, run: HostRun, phase: str, outcome: str | None = None, detail: str = "") -> None:
         run.phase = phase
-        run.steps.append(phase)
         if outcome is not None:
             run.outcome = outcome
         if detail:

@@ -235,14 +235,6 @@ class Timeline:
             )
         self.changes += 1
 
-    def boot_ip(self, host: str) -> str | None:
-        """The address that last fetched the host's boot config."""
-        with self._read_lock:
-            row = self._read.execute(
-                "SELECT boot_ip FROM netboot WHERE host = ?", (host,)
-            ).fetchone()
-        return row[0] if row else None
-
     def boot_ips(self) -> dict[str, str]:
         """Every host's boot-config address, as remembered across restarts."""
         with self._lock:
