@@ -76,7 +76,7 @@ def build_kickstart(
         ks["partitions"] = [_partition(p) for p in host.partitions]
     if host.root.allow_login and host.root.password_hash is not None:
         ks["password"] = {"crypted": True, "text": view.text(host.root.password_hash), "age": -1}
-    if host.boot == "iso":
+    if host.boot in ("iso", "guestinfo"):  # both boot the installer from the CD-ROM
         ks["eject_cdrom"] = True
     ks.update(dict(host.kickstart))
     unknown = set(ks) - KNOWN_KEYS[inventory.photon.installer]
