@@ -1,19 +1,35 @@
-"""Helpers shared by the command modules: exit codes, loading the spec, the state dir."""
+"""Helpers shared by the command modules: exit codes, loading the spec, the state dir.
+
+Also the console entry point, ``run()``: this module imports little at load time, so that
+Ctrl-C while the rest of photonkick loads ends the command quietly.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from photonkick.kickstarts.inventory import load_inventory
-from photonkick.kickstarts.spec import Host, Inventory
-from photonkick.kickstarts.warnings import inventory_warnings
-from photonkick.server.state import StateDir
+if TYPE_CHECKING:
+    from photonkick.kickstarts.spec import Host, Inventory
+    from photonkick.server.state import StateDir
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """The ``photonkick`` command: loads the CLI and runs it; Ctrl-C at any moment, even
+    while the modules load, exits with 130 and one line instead of a traceback."""
+    try:
+        from photonkick.server.cli import main
+
+        return main(argv)
+    except KeyboardInterrupt:
+        print("photonkick: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def example_spec() -> Path:
@@ -30,6 +46,8 @@ def spec_path(args: argparse.Namespace) -> Path:
 
 
 def state_for(args: argparse.Namespace, spec: Path) -> StateDir:
+    from photonkick.server.state import StateDir
+
     if args.state:
         return StateDir(Path(args.state))
     base = Path.cwd() if args.example else spec.parent
@@ -37,6 +55,9 @@ def state_for(args: argparse.Namespace, spec: Path) -> StateDir:
 
 
 def load_spec(args: argparse.Namespace) -> tuple[Path, Inventory]:
+    from photonkick.kickstarts.inventory import load_inventory
+    from photonkick.kickstarts.warnings import inventory_warnings
+
     spec = spec_path(args)
     inventory = load_inventory(spec)
     for warning in inventory_warnings(inventory):

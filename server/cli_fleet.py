@@ -35,7 +35,7 @@ from photonkick.server.status import host_status
 from photonkick.server.timeline import Timeline
 from photonkick.server.vsphere import Placement, VmDriver
 
-CLOSE_GRACE = 1.0
+CLOSE_GRACE = 0.5
 """Seconds logging out of vSphere may take after a stop before `up` leaves without it."""
 
 

@@ -87,6 +87,8 @@ class HostRun:
     outcome: str | None = None
     detail: str = ""
     started: float = 0.0
+    deadline: float = 0.0
+    """``time.monotonic()`` at which the host's ``--timeout`` runs out (0: not started)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class Fleet:
         self._on_change = on_change or (lambda run: None)
         self._uploads: dict[Path, str] = {}
         self._upload_lock = threading.Lock()
+        self._runs_lock = threading.Lock()
 
     def hosts(self, names: Sequence[str]) -> list[Host]:
         """The named hosts (all when none are named); an unknown name is an error."""
@@ -143,27 +146,37 @@ class Fleet:
                     host, run = queue.pop(0)
                 self._up_one(host, run, options)
 
-        workers = [
-            threading.Thread(target=work, name=f"up-{i}", daemon=True)
-            for i in range(max(1, min(options.parallel, len(hosts))))
-        ]
-        for worker in workers:
+        def start_worker() -> threading.Thread:
+            worker = threading.Thread(target=work, name="up-worker", daemon=True)
             worker.start()
+            return worker
+
+        workers = [start_worker() for _ in range(max(1, min(options.parallel, len(hosts))))]
         try:
-            while not self.stop.is_set():
-                alive = [w for w in workers if w.is_alive()]
-                if not alive:
+            while not self.stop.is_set() and any(w.is_alive() for w in workers):
+                time.sleep(0.1)
+                for run in runs:
+                    if run.outcome is None and 0 < run.deadline < time.monotonic() - STOP_GRACE:
+                        # Its worker hangs in a vSphere call: report the host, and let a
+                        # new worker take its place in the queue.
+                        self._set(
+                            run,
+                            run.phase,
+                            "timeout",
+                            f"no ready after {options.timeout:.0f} s "
+                            f"(a vSphere call was still running while {run.phase})",
+                        )
+                        workers.append(start_worker())
+                if all(r.outcome is not None for r in runs):
                     break
-                alive[0].join(0.2)
         except KeyboardInterrupt:
             self.stop.set()
         if self.stop.is_set():
             _join_within(workers, STOP_GRACE)
         for run in runs:
-            if run.outcome is None:
-                run.outcome = "stopped"
-                if run.phase != "queued":
-                    run.detail = f"stopped while {run.phase}"
+            self._set(
+                run, run.phase, "stopped", "" if run.phase == "queued" else f"while {run.phase}"
+            )
         return runs
 
     def down(self, names: Sequence[str]) -> list[HostRun]:
@@ -188,16 +201,20 @@ class Fleet:
     # -- one host --------------------------------------------------------------------------
 
     def _set(self, run: HostRun, phase: str, outcome: str | None = None, detail: str = "") -> None:
-        run.phase = phase
-        if outcome is not None:
+        """Show a host's progress; its first outcome is final (a worker that comes back
+        from a hung call after its host was reported does not change the report)."""
+        with self._runs_lock:
+            if run.outcome is not None:
+                return
+            run.phase = phase
             run.outcome = outcome
-        if detail:
-            run.detail = detail
+            if detail:
+                run.detail = detail
         self._on_change(run)
 
     def _up_one(self, host: Host, run: HostRun, options: UpOptions) -> None:
         run.started = time.time()
-        deadline = time.monotonic() + options.timeout
+        deadline = run.deadline = time.monotonic() + options.timeout
 
         def stopped() -> bool:
             return self.stop.is_set() or time.monotonic() >= deadline
@@ -206,7 +223,7 @@ class Fleet:
             self._bring_up(host, run, options, stopped, deadline)
         except (DriverError, PhotonkickError) as exc:
             if self.stop.is_set():
-                self._set(run, run.phase, "stopped", f"stopped while {run.phase}")
+                self._set(run, run.phase, "stopped", f"while {run.phase}")
             elif stopped():
                 self._set(run, run.phase, "timeout", f"no ready after {options.timeout:.0f} s")
             else:

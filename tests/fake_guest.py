@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,14 @@ from photonkick.server.timeline import Timeline
 
 @dataclass
 class Script:
-    """What the fake guest does per host: ``ready`` (default), ``fail`` or ``silent``."""
+    """What the fake guest does per host: ``ready`` (default), ``fail``, ``silent``, or
+    ``installed`` (reports `installed`, then nothing). ``before_installed(name)`` runs just
+    before a host reports `installed`."""
 
     default: str = "ready"
     per_host: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    before_installed: Callable[[str], None] | None = None
 
     def for_host(self, name: str) -> str:
         return self.per_host.get(name, self.default)
@@ -125,7 +129,11 @@ class FakeGuest:
         if action == "fail":
             self._post(f"{base}/failed", b"reason=cannot+pull+nginx%3A1.27")
             return
+        if self.script.before_installed is not None:
+            self.script.before_installed(host.name)
         self._post(f"{base}/installed")
+        if action == "installed":
+            return
         self._post(f"{base}/firstboot")
         self._post(f"{base}/ready")
 

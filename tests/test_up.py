@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -13,6 +16,7 @@ from typing import Any
 import pytest
 from fake_guest import FakeGuest, Script, spec_text
 from photon_iso import build_photon_iso
+from pyVmomi import vim
 from vcsim_fixture import Vcsim
 
 from photonkick.kickstarts.inventory import load_inventory
@@ -23,7 +27,7 @@ from photonkick.server.report import build_report, format_report
 from photonkick.server.serve import BootServer, Listen
 from photonkick.server.state import StateDir
 from photonkick.server.timeline import Timeline
-from photonkick.server.vsphere import VmDriver
+from photonkick.server.vsphere import DriverError, VmDriver
 
 HOSTS = [
     {"name": "web01", "mac": "00:50:56:00:10:01"},
@@ -311,3 +315,129 @@ def test_stop_during_rebuild_leaves_queued_hosts_alone(setup: Setup) -> None:
     assert [(r.name, r.outcome) for r in result] == [("web01", "stopped"), ("web02", "stopped")]
     assert setup.driver.find("web02") == before
     assert setup.state.build("web02").build == 1
+
+
+# -- faults: what `up`, `down` and `rebuild` must not hide ------------------------------------
+
+
+class FakeDetachFailsDriver:
+    """The simulator's driver, except that emptying a CD-ROM fails the way a busy host
+    refuses a reconfigure (the simulator cannot be made to fail only that call)."""
+
+    def __init__(self, real: VmDriver) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def detach_iso(self, vm: Any, *, stop: Any = None) -> None:
+        raise DriverError("emptying the CD-ROM: TaskInProgress (the VM is busy)")
+
+
+def cdrom_iso(setup: Setup, name: str) -> str | None:
+    cdrom = next(
+        d
+        for d in vm_config(setup, name).hardware.device
+        if isinstance(d, vim.vm.device.VirtualCdrom)
+    )
+    return getattr(cdrom.backing, "fileName", None)
+
+
+def boot_order(setup: Setup, name: str) -> list[str]:
+    return [
+        type(d).__name__.rsplit(".", 1)[-1] for d in vm_config(setup, name).bootOptions.bootOrder
+    ]
+
+
+def test_a_failed_after_install_step_fails_the_host_and_the_next_up_finishes_it(
+    setup: Setup,
+) -> None:
+    flaky = Fleet(setup.inventory, setup.state, setup.timeline, FakeDetachFailsDriver(setup.driver))  # type: ignore[arg-type]
+    with setup.guest():
+        runs = flaky.up(["iso01"], UpOptions(timeout=60))
+    assert runs[0].outcome == "failed"
+    assert runs[0].detail.startswith(
+        "after install: ISO detach: emptying the CD-ROM: TaskInProgress"
+    )
+    assert cdrom_iso(setup, "iso01") is not None  # still in: its next reboot would reinstall
+    assert "failed" in format_report(build_report(runs, setup.timeline))
+    again = setup.fleet().up(["iso01"], UpOptions(timeout=60))
+    assert (again[0].outcome, again[0].phase) == ("exists", "ready")
+    assert again[0].detail == "the VM exists; finished its after-install steps"
+    assert cdrom_iso(setup, "iso01") is None
+    assert boot_order(setup, "iso01") == ["BootableDiskDevice"]
+    # Done once is done: the next run leaves the VM alone.
+    third = setup.fleet().up(["iso01"], UpOptions(timeout=60))
+    assert third[0].detail == "the VM exists; --rebuild replaces it"
+
+
+def test_guestinfo_kickstart_ejects_the_cdrom(setup: Setup) -> None:
+    with setup.guest(Script(default="silent")):
+        runs = setup.fleet().up(["gi01"], UpOptions(timeout=1))
+    assert runs[0].outcome == "timeout"
+    extra = {o.key: o.value for o in vm_config(setup, "gi01").extraConfig}
+    kickstart = json.loads(base64.b64decode(extra["guestinfo.kickstart.data"]))
+    assert kickstart["eject_cdrom"] is True
+
+
+def folder_file(sim: Vcsim, driver: Any, path: str) -> tuple[int, str]:
+    """GET a datastore file through the simulator's /folder interface: status, Last-Modified."""
+    conn = http.client.HTTPSConnection(
+        sim.host, sim.port, context=ssl.create_default_context(cadata=sim.cert_pem)
+    )
+    dc = "ha-datacenter" if sim.model == "esx" else "DC0"
+    session = driver._stub.GetSessionId()
+    conn.request(
+        "GET",
+        f"/folder/{path}?dcPath={dc}&dsName=LocalDS_0",
+        headers={"Cookie": f'vmware_soap_session="{session}"'},
+    )
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response.status, response.getheader("Last-Modified") or ""
+
+
+def test_superseded_build_isos_are_deleted(setup: Setup) -> None:
+    with setup.guest():
+        assert setup.fleet().up(["iso01"], UpOptions(timeout=60))[0].outcome == "ready"
+        assert folder_file(setup.sim, setup.driver, "photonkick/iso01-build1.iso")[0] == 200
+        rebuilt = setup.fleet().up(["iso01"], UpOptions(timeout=60, rebuild=True))
+    assert rebuilt[0].outcome == "ready" and rebuilt[0].build == 2
+    assert folder_file(setup.sim, setup.driver, "photonkick/iso01-build1.iso")[0] == 404
+    assert folder_file(setup.sim, setup.driver, "photonkick/iso01-build2.iso")[0] == 200
+    assert sorted(p.name for p in (setup.state.path / "iso").glob("iso01-*.iso")) == [
+        "iso01-build2.iso"
+    ]
+    assert [r.outcome for r in setup.fleet().down(["iso01"])] == ["destroyed"]
+    assert folder_file(setup.sim, setup.driver, "photonkick/iso01-build2.iso")[0] == 404
+    assert list((setup.state.path / "iso").glob("iso01-*.iso")) == []
+
+
+def test_the_stock_iso_is_uploaded_once_and_replaced_when_it_changes(setup: Setup) -> None:
+    import hashlib
+    import time
+
+    iso = setup.root / "photon.iso"
+    with setup.guest():
+        assert setup.fleet().up(["gi01"], UpOptions(timeout=60))[0].outcome == "ready"
+        status, first = folder_file(setup.sim, setup.driver, "photonkick/photon.iso")
+        assert status == 200
+        sidecar = setup.driver.read_file("photonkick/photon.iso.sha256")
+        digest = hashlib.sha256(iso.read_bytes()).hexdigest()
+        assert sidecar == f"{digest}  {iso.stat().st_size}\n".encode()
+        time.sleep(1.1)  # Last-Modified has a one-second resolution
+        # A new run (new Fleet) reuses the copy whose size and SHA-256 match.
+        again = setup.fleet().up(["gi01"], UpOptions(timeout=60, rebuild=True))
+        assert again[0].outcome == "ready"
+        assert folder_file(setup.sim, setup.driver, "photonkick/photon.iso") == (200, first)
+        # A changed local ISO is uploaded again.
+        with iso.open("ab") as f:
+            f.write(b"\0" * 2048)
+        third = setup.fleet().up(["gi01"], UpOptions(timeout=60, rebuild=True))
+        assert third[0].outcome == "ready"
+    assert folder_file(setup.sim, setup.driver, "photonkick/photon.iso")[1] != first
+    digest = hashlib.sha256(iso.read_bytes()).hexdigest()
+    assert setup.driver.read_file("photonkick/photon.iso.sha256") == (
+        f"{digest}  {iso.stat().st_size}\n".encode()
+    )

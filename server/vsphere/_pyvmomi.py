@@ -95,19 +95,33 @@ def _vm_state(values: Mapping[str, Any]) -> VmState:
     )
 
 
+_SPEC_KEYS = {
+    "datacenter": "vsphere.datacenter",
+    "cluster or host": "vsphere.cluster",
+    "resource pool": "vsphere.resource_pool",
+    "folder": "vsphere.folder",
+    "datastore": "vsphere.datastore (or the host's vm.datastore)",
+    "network": "vsphere.network (or the host's vm.network)",
+}
+"""The spec key that chooses each kind of placement object, named in errors."""
+
+
 def _one(kind: str, where: str, wanted: str | None, found: Sequence[tuple[Any, str]]) -> Any:
     """The one object called ``wanted`` (or the only one there is when ``wanted`` is None)."""
     names = ", ".join(sorted(name for _, name in found)) or "none"
+    key = _SPEC_KEYS[kind]
     if wanted is None:
         if len(found) == 1:
             return found[0][0]
-        raise DriverError(f"{where} offers {len(found)} of kind {kind} ({names}): choose one")
+        raise DriverError(
+            f"{key}: {where} offers {len(found)} of kind {kind} ({names}): choose one"
+        )
     matches = [obj for obj, name in found if name == wanted]
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise DriverError(f"{where} has no {kind} {wanted!r} (there are: {names})")
-    raise DriverError(f"{where} has {len(matches)} of kind {kind} called {wanted!r}")
+        raise DriverError(f"{key}: {where} has no {kind} {wanted!r} (there are: {names})")
+    raise DriverError(f"{key}: {where} has {len(matches)} of kind {kind} called {wanted!r}")
 
 
 class PyVmomiDriver:
