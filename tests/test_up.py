@@ -27,7 +27,7 @@ from photonkick.server.report import build_report, format_report
 from photonkick.server.serve import BootServer, Listen
 from photonkick.server.state import StateDir
 from photonkick.server.timeline import Timeline
-from photonkick.server.vsphere import DriverError, VmDriver
+from photonkick.server.vsphere import DriverError, VmDriver, VmRequest
 
 HOSTS = [
     {"name": "web01", "mac": "00:50:56:00:10:01"},
@@ -441,3 +441,192 @@ def test_the_stock_iso_is_uploaded_once_and_replaced_when_it_changes(setup: Setu
     assert setup.driver.read_file("photonkick/photon.iso.sha256") == (
         f"{digest}  {iso.stat().st_size}\n".encode()
     )
+
+
+def write_spec(tmp_path: Path, sim: Vcsim, hosts: list[dict[str, str]], **replace: str) -> Path:
+    """A spec for the simulator, trusting its certificate; ``replace`` edits its text."""
+    ca = tmp_path / "sim.pem"
+    ca.write_text(sim.cert_pem)
+    text = spec_text(sim, free_port(), hosts, ca)
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    spec = tmp_path / "lab.yaml"
+    spec.write_text(text)
+    return spec
+
+
+def test_insecure_connects_without_a_pin(tmp_path: Path, vcsim: Vcsim) -> None:
+    ca_line = f"  ca_file: {tmp_path / 'sim.pem'}"
+    spec = write_spec(tmp_path, vcsim, HOSTS[:1], **{ca_line: "  insecure: true"})
+    state = StateDir(tmp_path / ".photonkick")
+    driver: Any = _connect(load_inventory(spec), state)
+    try:
+        assert driver.find("web01") is None
+    finally:
+        driver.close()
+    assert not (state.path / "pins").exists()
+    status = run_cli("status", str(spec), cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "no VM" in status.stdout
+
+
+def test_down_gives_vsphere_reason_and_fails(tmp_path: Path, start_vcsim: Any) -> None:
+    sim = start_vcsim("esx", disable_methods=("Destroy_Task",))
+    spec = write_spec(tmp_path, sim, HOSTS[:2])
+    driver: Any = _connect(load_inventory(spec), StateDir(tmp_path / ".photonkick"))
+    try:
+        driver.create(VmRequest(name="web01", mac="00:50:56:00:10:01"))
+    finally:
+        driver.close()
+    down = run_cli("down", str(spec), "web01", "web02", cwd=tmp_path)
+    assert down.returncode == 1, down.stdout + down.stderr
+    line = next(x for x in down.stdout.splitlines() if x.startswith("web01: "))
+    assert line.startswith("web01: error: destroying VM 'web01': ")
+    assert "method is disabled" in line and "(MethodDisabled)" in line
+    assert "web02: absent" in down.stdout
+
+
+def refusing_port() -> int:
+    """A loopback port nobody listens on: logging in there would fail with exit code 1."""
+    return free_port()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("up", "nosuch"),
+        ("rebuild", "web01", "nosuch"),
+        ("down", "nosuch"),
+    ],
+)
+def test_unknown_host_names_exit_2_before_logging_in(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    spec = tmp_path / "lab.yaml"
+    spec.write_text(
+        'server: {url: "http://127.0.0.1:9"}\n'
+        f"vsphere: {{host: 127.0.0.1, port: {refusing_port()}, user: u, password: p}}\n"
+        'hosts:\n  - {name: web01, mac: "00:50:56:00:10:01"}\n'
+    )
+    result = run_cli(command[0], str(spec), *command[1:], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert f"photonkick: no such host in {spec}: nosuch (hosts: web01)" in result.stderr
+    assert "connect" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["up", "down", "status"])
+def test_a_spec_without_vsphere_exits_2(tmp_path: Path, command: str) -> None:
+    spec = tmp_path / "lab.yaml"
+    spec.write_text(
+        'server: {url: "http://127.0.0.1:9"}\nhosts:\n  - {name: web01, mac: "00:50:56:00:10:01"}\n'
+    )
+    result = run_cli(command, str(spec), *(["--all"] if command == "down" else []), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert f"photonkick: {spec}: vsphere: the spec has no vsphere section" in result.stderr
+
+
+def test_a_missing_iso_exits_2_before_logging_in(tmp_path: Path) -> None:
+    spec = tmp_path / "lab.yaml"
+    spec.write_text(
+        'server: {url: "http://127.0.0.1:9"}\n'
+        f"vsphere: {{host: 127.0.0.1, port: {refusing_port()}, user: u, password: p, "
+        "iso: nothere.iso}\n"
+        'hosts:\n  - {name: gi01, mac: "00:50:56:00:10:01", boot: guestinfo}\n'
+    )
+    result = run_cli("up", str(spec), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "gi01: boot: guestinfo needs vsphere.iso" in result.stderr
+
+
+def test_placement_errors_name_the_spec_key(tmp_path: Path, start_vcsim: Any) -> None:
+    sim = start_vcsim("vcenter")
+    spec = write_spec(tmp_path, sim, HOSTS[:1], **{"cluster: DC0_C0": "cluster: nope"})
+    result = run_cli("up", str(spec), "--timeout", "20", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "web01: error: vsphere.cluster: datacenter DC0 has no cluster or host 'nope'" in (
+        result.stdout
+    )
+
+
+def test_a_server_that_hangs_up_during_tls_is_one_line(tmp_path: Path) -> None:
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+
+    def hang_up() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    spec = tmp_path / "lab.yaml"
+    try:
+        for trust in ("", ", insecure: true"):
+            spec.write_text(
+                'server: {url: "http://127.0.0.1:9"}\n'
+                f"vsphere: {{host: 127.0.0.1, port: {port}, user: u, password: p{trust}}}\n"
+                'hosts:\n  - {name: web01, mac: "00:50:56:00:10:01"}\n'
+            )
+            result = run_cli("status", str(spec), cwd=tmp_path)
+            assert result.returncode == 1 and "Traceback" not in result.stderr
+            assert result.stderr.splitlines()[-1] == (
+                f"photonkick: 127.0.0.1:{port} closed the connection during the TLS handshake: "
+                "is it an ESXi host or vCenter, and vsphere.port the right port?"
+            )
+    finally:
+        listener.close()
+
+
+def test_ctrl_c_while_starting_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    """SIGINT at moments spread over start-up (loading modules, reading the spec, the TLS
+    handshake with a server that never answers)."""
+    import signal
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)  # accepts the connection and never answers
+    spec = tmp_path / "lab.yaml"
+    spec.write_text(
+        'server: {url: "http://127.0.0.1:9"}\n'
+        f"vsphere: {{host: 127.0.0.1, port: {listener.getsockname()[1]}, user: u, password: p}}\n"
+        'hosts:\n  - {name: web01, mac: "00:50:56:00:10:01"}\n'
+    )
+    exe = Path(sys.executable).parent / "photonkick"
+    try:
+        for delay in (0.05, 0.15, 0.3, 0.5, 0.8, 1.5):
+            proc = subprocess.Popen(
+                [str(exe), "up", str(spec)],
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(delay)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+            assert proc.returncode == 130, (delay, err)
+            assert "Traceback" not in err, (delay, err)
+            assert err.splitlines()[-1] == "photonkick: interrupted", (delay, err)
+    finally:
+        listener.close()
+
+
+def test_waitress_queue_warnings_do_not_flood_up(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from photonkick.server.progress import quiet_waitress_queue
+
+    quiet_waitress_queue()
+    quiet_waitress_queue()  # a second in-process run adds nothing
+    logger = logging.getLogger("waitress.queue")
+    with caplog.at_level(logging.WARNING, logger="waitress.queue"):
+        for depth in range(1, 200):
+            logger.warning("Task queue depth is %d", depth)
+    assert [r.getMessage() for r in caplog.records] == ["Task queue depth is 1"]
