@@ -6,14 +6,14 @@ Ctrl-C while the rest of photonkick loads ends the command quietly.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import argparse
+
     from photonkick.kickstarts.spec import Host, Inventory
     from photonkick.server.state import StateDir
 
@@ -34,6 +34,8 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 def example_spec() -> Path:
     """The bundled example spec (a small lab of four hosts)."""
+    from importlib import resources
+
     return Path(str(resources.files("photonkick.kickstarts") / "examples" / "lab.yaml"))
 
 

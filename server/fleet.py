@@ -548,7 +548,6 @@ class Fleet:
         )
         log.warning("%s: %s", host.name, problem)
         self.timeline.record(host.name, run.build, AFTER_INSTALL_FAILED, problem)
-        run.detail = problem
         return problem
 
     def _watch_guest(

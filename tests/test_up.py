@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
+import signal
 import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -600,7 +603,8 @@ def test_ctrl_c_while_starting_exits_130_without_a_traceback(tmp_path: Path) -> 
     )
     exe = Path(sys.executable).parent / "photonkick"
     try:
-        for delay in (0.05, 0.15, 0.3, 0.5, 0.8, 1.5):
+        # From 0.2 s on: before that the interpreter itself may still be starting.
+        for delay in (0.2, 0.35, 0.5, 0.8, 1.5):
             proc = subprocess.Popen(
                 [str(exe), "up", str(spec)],
                 cwd=tmp_path,
@@ -630,3 +634,68 @@ def test_waitress_queue_warnings_do_not_flood_up(caplog: pytest.LogCaptureFixtur
         for depth in range(1, 200):
             logger.warning("Task queue depth is %d", depth)
     assert [r.getMessage() for r in caplog.records] == ["Task queue depth is 1"]
+
+
+class Frozen:
+    """Freezes the simulator (SIGSTOP) when the fake guest is about to report `installed`,
+    so the fleet's after-install reconfigure hangs as on a stuck vSphere; thawed at exit."""
+
+    def __init__(self, sim: Vcsim) -> None:
+        self.sim = sim
+
+    def __call__(self, name: str) -> None:
+        os.kill(self.sim.process.pid, signal.SIGSTOP)
+
+    def __enter__(self) -> Frozen:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.kill(self.sim.process.pid, signal.SIGCONT)
+
+
+def test_ctrl_c_is_honoured_while_vsphere_hangs(tmp_path: Path, vcsim: Vcsim) -> None:
+    build_photon_iso(tmp_path / "photon.iso")
+    spec = write_spec(
+        tmp_path,
+        vcsim,
+        [HOSTS[2]],
+        **{"  network: VM Network": "  network: VM Network\n  iso: photon.iso"},
+    )
+    state = StateDir(tmp_path / ".photonkick")
+    timeline = Timeline(state.path / "timeline.db")
+    exe = Path(sys.executable).parent / "photonkick"
+    proc = subprocess.Popen(
+        [str(exe), "up", str(spec), "--timeout", "300"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with Frozen(vcsim) as freeze:
+            script = Script(default="installed", before_installed=freeze)
+            with FakeGuest(load_inventory(spec), state, timeline, vcsim, 0, script):
+                assert timeline.wait_for("gi01", 1, {"installed"}, since=0, timeout=60)
+                time.sleep(0.5)  # `up` is inside its boot-order reconfigure, which hangs
+                proc.send_signal(signal.SIGINT)
+                sent = time.monotonic()
+                out, err = proc.communicate(timeout=60)
+                took = time.monotonic() - sent
+                os.kill(vcsim.process.pid, signal.SIGCONT)  # the guest logs out at exit
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert took < 2.0, f"Ctrl-C took {took:.1f} s"
+    assert "gi01  stopped" in out and "gi01: stopped: while installed" in out
+
+
+def test_timeout_is_honoured_while_vsphere_hangs(setup: Setup) -> None:
+    with Frozen(setup.sim) as freeze:
+        with setup.guest(Script(default="installed", before_installed=freeze)):
+            started = time.monotonic()
+            runs = setup.fleet().up(["web01"], UpOptions(timeout=5))
+            took = time.monotonic() - started
+            os.kill(setup.sim.process.pid, signal.SIGCONT)
+    assert took < 5 + 2.0, f"--timeout 5 took {took:.1f} s"
+    assert runs[0].outcome == "timeout"
+    assert runs[0].detail == "no ready after 5 s (a vSphere call was still running while installed)"

@@ -45,7 +45,7 @@ def fetch_certificate(host: str, port: int, timeout: float) -> str:
     """The certificate the server presents, unverified, normalized to one PEM block."""
     try:
         pem = ssl.get_server_certificate((host, port), timeout=timeout)
-    except ssl.SSLEOFError as exc:
+    except (ssl.SSLEOFError, ConnectionResetError) as exc:
         raise handshake_eof(f"{host}:{port}") from exc
     except OSError as exc:
         raise DriverError(f"cannot fetch the TLS certificate of {host}:{port}: {exc}") from exc

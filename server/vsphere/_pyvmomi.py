@@ -37,7 +37,7 @@ from photonkick.server.vsphere import (
     VmState,
     is_datastore_path,
 )
-from photonkick.server.vsphere._certs import Trust
+from photonkick.server.vsphere._certs import Trust, handshake_eof
 
 vim: Any = pyVmomi.vim
 vmodl: Any = pyVmomi.vmodl
@@ -192,6 +192,8 @@ class PyVmomiDriver:
             content.sessionManager.Login(user, password, None)
         except ssl.SSLError as exc:
             raise trust.explain(exc) from exc
+        except ConnectionResetError as exc:
+            raise handshake_eof(where) from exc
         except vmodl.MethodFault as fault:
             raise _fault_error(f"logging in to {where} as {user!r} failed", fault) from fault
         except DriverError:
