@@ -18,7 +18,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -220,7 +221,7 @@ class Fleet:
             return self.stop.is_set() or time.monotonic() >= deadline
 
         try:
-            self._bring_up(host, run, options, stopped, deadline)
+            self._bring_up(host, run, options, stopped)
         except (DriverError, PhotonkickError) as exc:
             if self.stop.is_set():
                 self._set(run, run.phase, "stopped", f"while {run.phase}")
@@ -232,9 +233,7 @@ class Fleet:
             log.exception("%s: unexpected error", host.name)
             self._set(run, run.phase, "error", f"{type(exc).__name__}: {exc}")
 
-    def _bring_up(
-        self, host: Host, run: HostRun, options: UpOptions, stopped: Stop, deadline: float
-    ) -> None:
+    def _bring_up(self, host: Host, run: HostRun, options: UpOptions, stopped: Stop) -> None:
         self._check_can_create(host)
         if self.stop.is_set():
             self._set(run, "stopped", "stopped")
@@ -274,7 +273,8 @@ class Fleet:
             raise
         self.timeline.record(host.name, build, "vm_powered_on")
         self._set(run, "booting")
-        self._follow(host, vm, run, since, options.timeout, deadline, stopped)
+        with self._watching_guest(host, vm, run):
+            self._follow(host, vm, run, since, options.timeout, stopped)
 
     def _existing(self, host: Host, vm: VmHandle, run: HostRun, stopped: Stop) -> None:
         """A VM that is there already: left alone, except that after-install steps a
@@ -365,7 +365,7 @@ class Fleet:
         folder.mkdir(parents=True, exist_ok=True)
         remaster_iso(self._base_iso(host), kickstart, local)
         for old in folder.glob(f"{host.name}-build*.iso"):
-            if old != local and _BUILD_ISO.fullmatch(old.name):
+            if _iso_build(old.name, host.name) not in (None, build):
                 old.unlink(missing_ok=True)
         vs = self.inventory.vsphere
         assert vs is not None
@@ -386,14 +386,13 @@ class Fleet:
                 vs.iso_folder, f"{host.name}-build*.iso", datastore=datastore
             )
             for name in sorted(found):
-                match = _BUILD_ISO.fullmatch(name)
-                if match and match["host"] == host.name and int(match["build"]) != keep:
+                if _iso_build(name, host.name) not in (None, keep):
                     self.driver.delete_file(f"{vs.iso_folder}/{name}", datastore=datastore)
         except DriverError as exc:
             log.warning("%s: old ISOs stay on the datastore: %s", host.name, exc)
         if keep is None:
             for old in (self.state.path / "iso").glob(f"{host.name}-build*.iso"):
-                if _BUILD_ISO.fullmatch(old.name):
+                if _iso_build(old.name, host.name) is not None:
                     old.unlink(missing_ok=True)
 
     def _stock_iso(self, local: Path) -> str:
@@ -444,40 +443,27 @@ class Fleet:
 
     # -- following -------------------------------------------------------------------------
 
-    def _follow(
-        self,
-        host: Host,
-        vm: VmHandle,
-        run: HostRun,
-        since: float,
-        timeout: float,
-        deadline: float,
-        stopped: Stop,
-    ) -> None:
+    @contextmanager
+    def _watching_guest(self, host: Host, vm: VmHandle, run: HostRun) -> Iterator[None]:
+        """Record the guest's IP in the background while the block runs."""
         done = threading.Event()
         guest = threading.Thread(
             target=self._watch_guest,
-            args=(host, vm, run.build, deadline, done),
+            args=(host, vm, run.build, run.deadline, done),
             name=f"guest-{host.name}",
             daemon=True,
         )
         guest.start()
         try:
-            self._follow_timeline(host, vm, run, since, timeout, deadline, stopped)
+            yield
         finally:
             done.set()
             guest.join(STOP_GRACE)
 
-    def _follow_timeline(
-        self,
-        host: Host,
-        vm: VmHandle,
-        run: HostRun,
-        since: float,
-        timeout: float,
-        deadline: float,
-        stopped: Stop,
+    def _follow(
+        self, host: Host, vm: VmHandle, run: HostRun, since: float, timeout: float, stopped: Stop
     ) -> None:
+        """Follow the timeline to ready, failed, the host's deadline or a stop."""
         seen: set[str] = set()
         kinds = (set(PHASES) - {"vm_created"}) | {FAILED}
         problem = ""
@@ -487,7 +473,7 @@ class Fleet:
                 run.build,
                 kinds - seen,
                 since=since,
-                timeout=max(0.0, deadline - time.monotonic()),
+                timeout=max(0.0, run.deadline - time.monotonic()),
                 stop=self.stop,
             )
             if event is None or stopped():
@@ -575,6 +561,12 @@ class Fleet:
 
 
 _BUILD_ISO = re.compile(r"(?P<host>.+)-build(?P<build>[0-9]+)\.iso")
+
+
+def _iso_build(file_name: str, host: str) -> int | None:
+    """The build number of one of ``host``'s per-build ISO files, or None for other files."""
+    match = _BUILD_ISO.fullmatch(file_name)
+    return int(match["build"]) if match and match["host"] == host else None
 
 
 def _join_within(threads: Sequence[threading.Thread], seconds: float) -> None:

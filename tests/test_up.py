@@ -258,6 +258,18 @@ def test_stop_leaves_a_consistent_state(setup: Setup) -> None:
     assert kinds[:2] == ["vm_created", "vm_powered_on"]
 
 
+def start_up(spec: Path, cwd: Path) -> subprocess.Popen[str]:
+    """`photonkick up SPEC --timeout 300` running in the background."""
+    exe = Path(sys.executable).parent / "photonkick"
+    return subprocess.Popen(
+        [str(exe), "up", str(spec), "--timeout", "300"],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def test_cli_ctrl_c_prints_the_report(tmp_path: Path, vcsim: Vcsim) -> None:
     import signal
 
@@ -267,14 +279,7 @@ def test_cli_ctrl_c_prints_the_report(tmp_path: Path, vcsim: Vcsim) -> None:
     spec.write_text(spec_text(vcsim, free_port(), HOSTS[:1], ca))
     state = StateDir(tmp_path / ".photonkick")
     timeline = Timeline(state.path / "timeline.db")
-    exe = Path(sys.executable).parent / "photonkick"
-    proc = subprocess.Popen(
-        [str(exe), "up", str(spec), "--timeout", "300"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_up(spec, tmp_path)
     try:
         assert timeline.wait_for("web01", 1, {"vm_powered_on"}, since=0, timeout=60)
         proc.send_signal(signal.SIGINT)
@@ -663,14 +668,7 @@ def test_ctrl_c_is_honoured_while_vsphere_hangs(tmp_path: Path, vcsim: Vcsim) ->
     )
     state = StateDir(tmp_path / ".photonkick")
     timeline = Timeline(state.path / "timeline.db")
-    exe = Path(sys.executable).parent / "photonkick"
-    proc = subprocess.Popen(
-        [str(exe), "up", str(spec), "--timeout", "300"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_up(spec, tmp_path)
     try:
         with Frozen(vcsim) as freeze:
             script = Script(default="installed", before_installed=freeze)
