@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from photonkick.kickstarts.passwords import derived_salt, sha512_crypt_hash
 from photonkick.kickstarts.secrets import REDACTED, reveal
 from photonkick.kickstarts.spec import Host, User
+from photonkick.kickstarts.tokens import derived_token, same_token
 
 DOCUMENT_HEADER = "photonkick-secrets 1"
 SECRETS_DIR = "/etc/photonkick"
@@ -49,13 +48,12 @@ class SecretItem:
 
 def secrets_token(secret: bytes, host: str, build: int) -> str:
     """The single-use secrets token of one build of a host (not its kickstart token)."""
-    digest = hmac.new(secret, f"secrets:{host}:{build}".encode(), hashlib.sha256).digest()
-    return base64.b32encode(digest).decode("ascii").lower()[:26]
+    return derived_token(secret, f"secrets:{host}:{build}")
 
 
 def secrets_token_matches(secret: bytes, host: str, build: int, token: str) -> bool:
     """Constant-time check of a presented secrets token."""
-    return hmac.compare_digest(secrets_token(secret, host, build), token)
+    return same_token(secrets_token(secret, host, build), token)
 
 
 def secrets_url(server_url: str, host: str, token: str) -> str:

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_server import SECRETS as SERVER_SECRETS
+from test_server import SPEC as SERVER_SPEC
 from test_server import Lab, _free_port
 
 from photonkick.kickstarts.host_secrets import parse_secrets_document
@@ -24,22 +26,15 @@ from photonkick.server.report import build_report, format_report
 from photonkick.server.secrets_gate import SecretsLedger
 from photonkick.server.timeline import Timeline
 
-SPEC = """
-server: {{url: "http://127.0.0.1:{port}"}}
-defaults:
-  users: [{{name: ops, password_hash: "$6$saltsalt$HASHVALUEabc", ssh_keys: []}}]
-hosts:
-  - name: web01
-    mac: "00:50:56:00:10:01"
-    registries: [{{server: reg.example, username: bot, password: {{env: PK_TEST_REG}}}}]
-    containers:
-      - {{name: web, image: reg.example/web:1, env: {{API_KEY: {{env: PK_TEST_KEY}}}}}}
-  - name: iso01
+SPEC = (
+    SERVER_SPEC
+    + """  - name: iso01
     boot: iso
     root: {{allow_login: true, password_hash: "$6$rootsalt$ROOTHASHxyz"}}
 """
-REG, KEY = "reg-pass-9f8e", "api-key-7d6c"
-SECRETS = (REG, KEY, "HASHVALUEabc", "ROOTHASHxyz")
+)
+REG, KEY = SERVER_SECRETS[:2]
+SECRETS = (*SERVER_SECRETS, "ROOTHASHxyz")
 ELSEWHERE = "127.0.0.2"
 """A second loopback address: another machine as far as the server can tell."""
 
@@ -441,3 +436,26 @@ def test_iso_embed_secrets_warns_once(tmp_path: Path, monkeypatch: pytest.Monkey
     document = parse_secrets_document(base64.b64decode(line.split()[1].strip("'")))
     assert document["hash:root"] == "$6$rootsalt$ROOTHASHxyz"
     assert b"/secrets" not in ks
+
+
+def test_hostile_secrets_requests_get_an_answer_below_500(lab: Lab) -> None:
+    import socket
+
+    paths = [
+        b"/ks/web01/%C3%A9%C3%A9/secrets",
+        b"/ks/web01/\xc3\xa9\xff/secrets",
+        b"/ks/%00/" + b"a" * 26 + b"/secrets",
+        b"/ks/" + b"w" * 5000 + b"/" + b"a" * 26 + b"/secrets",
+        b"/ks/web01//secrets",
+        b"/cb/web01/%C3%A9/ready",
+    ]
+    for path in paths:
+        method = b"POST" if path.startswith(b"/cb/") else b"GET"
+        with socket.create_connection(("127.0.0.1", lab.port), timeout=10) as sock:
+            sock.sendall(method + b" " + path + b" HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        status = int(answer.split(b" ", 2)[1])
+        assert 400 <= status < 500, (path[:60], answer[:200])
+    assert lab.host("web01")["alarms"] == []
