@@ -140,6 +140,9 @@ def test_stolen_secrets_fail_the_host_with_an_alarm(setup: Setup) -> None:
     assert "gi01: ALARM: secrets of gi01 build" in text and "refused to 127.0.0.1" in text
     assert "web01: ALARM" not in text
     assert [h["alarms"] for h in report["hosts"] if h["name"] == "web01"] == [[]]
+    status = run_cli("status", str(setup.spec), "--offline", cwd=setup.root)
+    assert status.returncode == 0, status.stderr
+    assert "gi01                 ALARM: secrets of gi01 build" in status.stdout
 
 
 def test_failed_and_silent_hosts(setup: Setup) -> None:
