@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import EXAMPLE, FIXED_SECRET
+from kickstart_cases import cases
 
 from photonkick.kickstarts.installer import INSTALLER_VERSIONS, KNOWN_KEYS
 from photonkick.kickstarts.inventory import load_inventory
@@ -388,3 +390,25 @@ def test_failure_reason_never_carries_the_failing_line(example: Inventory) -> No
     lines = kickstart(example, "dev01")["postinstall"]
     (trap,) = [ln for ln in lines if ln.startswith("trap ")]
     assert "${BASH_COMMAND%% *}" in trap and "${BASH_COMMAND}" not in trap
+
+
+SHELL_CASES = {c.name: c.kickstart for c in cases("2.7")}
+
+
+@pytest.mark.parametrize("name", sorted(SHELL_CASES))
+def test_generated_scripts_pass_shellcheck(name: str, tmp_path: Path) -> None:
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (Debian package shellcheck; .ci/setup --test)")
+    ks = SHELL_CASES[name]
+    postinstall = tmp_path / "postinstall.sh"
+    postinstall.write_text("\n".join(ks["postinstall"]) + "\n")
+    firstboot = tmp_path / "firstboot.sh"
+    firstboot.write_text("\n".join(firstboot_of(ks)) + "\n")
+    # SC2016: crypt hashes are single-quoted on purpose, so that '$6$...' stays literal.
+    result = subprocess.run(
+        [shellcheck, "--shell=bash", "--exclude=SC2016", str(postinstall), str(firstboot)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
