@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
 import re
 import shutil
 import subprocess
+import threading
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -412,3 +416,112 @@ def test_generated_scripts_pass_shellcheck(name: str, tmp_path: Path) -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+FAKE_TOOLS = {
+    # Fakes for what only a booted Photon host has; curl and bash are real.
+    "systemctl": """case "$1 $2" in
+  "start docker.service") [ -n "${FAKE_DOCKER_DOWN:-}" ] && exit 1; exit 0 ;;
+  "is-active docker.service") echo failed; exit 3 ;;
+  "status --no-pager") echo "docker.service - Docker Application Container Engine"
+    echo "   Active: failed (Result: start-limit-hit)"; exit 3 ;;
+esac
+exit 0""",
+    "docker": '[ -n "${FAKE_DOCKER_DOWN:-}" ] && exit 1; exit 0',
+    "tdnf": 'echo "Error(1222) : Failed to download metadata for photon-updates"; exit 1',
+    "sleep": "exit 0",
+}
+
+
+class _Callbacks(http.server.BaseHTTPRequestHandler):
+    received: list[tuple[str, dict[str, list[str]]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"] or 0)).decode()
+        self.received.append((self.path.rsplit("/", 1)[-1], urllib.parse.parse_qs(body)))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def run_firstboot(
+    write_spec: Callable[[str], Path], tmp_path: Path, host_keys: str, environ: dict[str, str]
+) -> tuple[int, list[tuple[str, dict[str, list[str]]]]]:
+    """Run a host's real first-boot script against a loopback callback server, with fake
+    systemctl/docker/tdnf, in a private mount namespace (its /var/log and /var/lib are tmpfs)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare for a private mount namespace")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Callbacks)
+    _Callbacks.received = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        spec = write_spec(
+            f"""
+            server: {{url: "http://127.0.0.1:{server.server_address[1]}"}}
+            hosts:
+              - {{name: a, mac: "00:50:56:00:00:01", {host_keys}}}
+            """
+        )
+        inv = load_inventory(spec, {})
+        script = tmp_path / "firstboot"
+        script.write_text("\n".join(firstboot_of(build_kickstart(inv.hosts[0], inv, BUILD))))
+        fakes = tmp_path / "fakes"
+        fakes.mkdir()
+        for name, body in FAKE_TOOLS.items():
+            (fakes / name).write_text(f"#!/bin/bash\n{body}\n")
+            (fakes / name).chmod(0o755)
+        setup = (
+            "mount -t tmpfs tmpfs /var/log && mount -t tmpfs tmpfs /var/lib && "
+            "mkdir /var/lib/photonkick && "
+        )
+        done = subprocess.run(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "bash",
+                "-c",
+                f"{setup} bash {script}",
+            ],
+            env={"PATH": f"{fakes}:/usr/bin:/bin", **environ},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    return done.returncode, list(_Callbacks.received)
+
+
+def test_first_boot_reports_docker_down_with_its_status(
+    write_spec: Callable[[str], Path], tmp_path: Path
+) -> None:
+    code, calls = run_firstboot(write_spec, tmp_path, "docker: true", {"FAKE_DOCKER_DOWN": "1"})
+    assert code == 1
+    assert [event for event, _ in calls] == ["firstboot", "failed"]
+    form = calls[1][1]
+    assert form["reason"] == ["docker.service is not running (failed)"]
+    assert "Result: start-limit-hit" in form["log"][0]
+
+
+def test_first_boot_reports_a_failed_update_with_tdnf_output(
+    write_spec: Callable[[str], Path], tmp_path: Path
+) -> None:
+    code, calls = run_firstboot(write_spec, tmp_path, "docker: true, update: true", {})
+    assert code == 1
+    assert [event for event, _ in calls] == ["firstboot", "failed"]
+    assert calls[1][1]["reason"] == ["tdnf update failed"]
+    assert "Failed to download metadata for photon-updates" in calls[1][1]["log"][0]
+
+
+def test_first_boot_reports_ready_when_docker_runs(
+    write_spec: Callable[[str], Path], tmp_path: Path
+) -> None:
+    code, calls = run_firstboot(write_spec, tmp_path, "docker: true", {})
+    assert code == 0
+    assert [event for event, _ in calls] == ["firstboot", "ready"]
