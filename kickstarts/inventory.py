@@ -360,7 +360,7 @@ def _check_password_schemes(
 def _check_raw_kickstart(reader: Reader, host: Host, node: Map, where: str, photon: Photon) -> bool:
     if not host.kickstart:
         return True
-    ks_node = node.items.get("kickstart")
+    ks_node = node.items.get("kickstart", node)
     ok = True
     known = KNOWN_KEYS[photon.installer]
     for key, _ in host.kickstart:
