@@ -10,7 +10,12 @@ import jinja2
 
 from photonkick.kickstarts.errors import RenderError
 from photonkick.kickstarts.host_secrets import container_env_path, secrets_fragment
-from photonkick.kickstarts.installer import KNOWN_KEYS
+from photonkick.kickstarts.installer import (
+    DISKS_SINCE,
+    KERNEL_SUBPACKAGES,
+    KNOWN_KEYS,
+    LINUX_FLAVORS,
+)
 from photonkick.kickstarts.network import network_config
 from photonkick.kickstarts.secrets import REDACTED
 from photonkick.kickstarts.spec import Container, Host, Inventory
@@ -64,9 +69,10 @@ def build_kickstart(
     view = _View(redact)
     token = REDACTED if redact else build.token(host.name)
     base = callback_base(inventory.server.url, host.name, token)
+    raw = dict(host.kickstart)
     ks: dict[str, Any] = {
         "hostname": host.name,
-        "disk": host.disk,
+        **disk_keys(host.disk, inventory.photon.installer, raw.pop("disks", None)),
         "bootmode": "efi" if host.firmware == "efi" else "bios",
         "packages": packages(host),
         "linux_flavor": host.linux_flavor,
@@ -77,7 +83,7 @@ def build_kickstart(
         ks["partitions"] = [_partition(p) for p in host.partitions]
     if host.boot == "iso":
         ks["eject_cdrom"] = True
-    ks.update(dict(host.kickstart))
+    ks.update(raw)
     unknown = set(ks) - KNOWN_KEYS[inventory.photon.installer]
     if unknown:
         raise RenderError(
@@ -87,12 +93,40 @@ def build_kickstart(
     return ks
 
 
+def disk_keys(device: str, installer: str, extra_disks: Any = None) -> dict[str, Any]:
+    """The install disk in the form the installer version reads without complaint.
+
+    2.7 and later read ``disks`` (``disk`` logs that it will be deprecated, and both together
+    are refused); 2.3 knows only ``disk``. Extra disks from a raw ``disks`` key join ours.
+    """
+    if installer not in DISKS_SINCE:
+        # A raw ``disks`` stays, so the known-keys check below refuses it by name.
+        return {"disk": device} if extra_disks is None else {"disk": device, "disks": extra_disks}
+    return {"disks": {"default": {"device": device}, **(extra_disks or {})}}
+
+
+def kernel_flavor_of(package: str) -> str | None:
+    """The kernel flavor a package belongs to (``linux-esx-devel`` -> ``linux-esx``), or None."""
+    name = package.split("=", 1)[0]
+    if name in LINUX_FLAVORS:
+        return name
+    for flavor in sorted(LINUX_FLAVORS, key=len, reverse=True):
+        if name.startswith(flavor + "-") and name[len(flavor) + 1 :] in KERNEL_SUBPACKAGES:
+            return flavor
+    return None
+
+
 def packages(host: Host) -> list[str]:
-    """The host's packages plus what photonkick's own scripts need on the installed system:
-    curl for the callbacks, docker when enabled, sudo when a user gets a sudo rule."""
-    names = list(host.packages)
+    """The host's packages with exactly one kernel, plus what photonkick's own scripts need.
+
+    The chosen ``linux_flavor`` is always listed and the other flavors' packages are dropped:
+    installer 2.3 neither adds the flavor nor keeps any other kernel, so a list naming only
+    another flavor would install none. Then curl for the callbacks, docker when enabled, sudo
+    when a user gets a sudo rule.
+    """
+    names = [p for p in host.packages if kernel_flavor_of(p) in (None, host.linux_flavor)]
     given = {p.split("=", 1)[0] for p in names}
-    needed = ["curl"]
+    needed = [host.linux_flavor, "curl"]
     if host.docker:
         needed.append("docker")
     if any(u.sudo for u in host.users):
@@ -176,6 +210,7 @@ def _postinstall(
         "build": build.build,
         "callback_base": base,
         "docker": host.docker,
+        "update": host.update,
         "containers": containers,
         "registries": host.registries,
     }
