@@ -467,35 +467,16 @@ def test_first_boot_deletes_the_installer_manifest(lab: Lab, tmp_path: Path) -> 
 
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("needs root and unshare for a private mount namespace")
-    from test_kickstart import FAKE_TOOLS, firstboot_of
+    from test_kickstart import firstboot_of, run_first_boot_script
 
     script = tmp_path / "firstboot"
     script.write_text("\n".join(firstboot_of(iso_kickstart(lab))) + "\n")
-    fakes = tmp_path / "fakes"
-    fakes.mkdir()
-    for name, body in FAKE_TOOLS.items():
-        (fakes / name).write_text(f"#!/bin/bash\n{body}\n")
-        (fakes / name).chmod(0o755)
-    setup = (
-        "mount -t tmpfs tmpfs /var/log && mount -t tmpfs tmpfs /var/lib && "
-        "mkdir -p /var/lib/photonkick /var/log/poi && "
-        "echo '{}' | gzip > /var/log/poi/manifest.json.gz && "
-    )
-
-    done = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "bash",
-            "-c",
-            f"{setup} bash {script}; code=$?; ls -A /var/log/poi; exit $code",
-        ],
-        env={"PATH": f"{fakes}:/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = run_first_boot_script(
+        script,
+        tmp_path,
+        {},
+        setup="mkdir /var/log/poi && echo '{}' | gzip > /var/log/poi/manifest.json.gz && ",
+        after="ls -A /var/log/poi;",
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""  # /var/log/poi is empty: the manifest is gone

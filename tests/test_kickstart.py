@@ -464,6 +464,29 @@ class _Callbacks(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def run_first_boot_script(
+    script: Path, tmp_path: Path, environ: dict[str, str], *, setup: str = "", after: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Run a first-boot script in a private mount namespace (tmpfs /var/log and /var/lib) with
+    FAKE_TOOLS first on PATH; ``setup`` and ``after`` are shell commands around it."""
+    fakes = tmp_path / "fakes"
+    fakes.mkdir(exist_ok=True)
+    for name, body in FAKE_TOOLS.items():
+        (fakes / name).write_text(f"#!/bin/bash\n{body}\n")
+        (fakes / name).chmod(0o755)
+    command = (
+        "mount -t tmpfs tmpfs /var/log && mount -t tmpfs tmpfs /var/lib && "
+        f"mkdir /var/lib/photonkick && {setup} bash {script}; code=$?; {after} exit $code"
+    )
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "bash", "-c", command],
+        env={"PATH": f"{fakes}:/usr/bin:/bin", **environ},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def run_firstboot(
     write_spec: Callable[[str], Path], tmp_path: Path, host_keys: str, environ: dict[str, str]
 ) -> tuple[int, list[tuple[str, dict[str, list[str]]]]]:
@@ -485,30 +508,7 @@ def run_firstboot(
         inv = load_inventory(spec, {})
         script = tmp_path / "firstboot"
         script.write_text("\n".join(firstboot_of(build_kickstart(inv.hosts[0], inv, BUILD))))
-        fakes = tmp_path / "fakes"
-        fakes.mkdir()
-        for name, body in FAKE_TOOLS.items():
-            (fakes / name).write_text(f"#!/bin/bash\n{body}\n")
-            (fakes / name).chmod(0o755)
-        setup = (
-            "mount -t tmpfs tmpfs /var/log && mount -t tmpfs tmpfs /var/lib && "
-            "mkdir /var/lib/photonkick && "
-        )
-        done = subprocess.run(
-            [
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "bash",
-                "-c",
-                f"{setup} bash {script}",
-            ],
-            env={"PATH": f"{fakes}:/usr/bin:/bin", **environ},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_first_boot_script(script, tmp_path, environ)
     finally:
         server.shutdown()
         server.server_close()
