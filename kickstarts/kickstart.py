@@ -154,7 +154,7 @@ def _partition(part: Any) -> dict[str, Any]:
     return out
 
 
-def _users(host: Host, build: BuildInfo) -> list[dict[str, Any]]:
+def _users(host: Host) -> list[dict[str, Any]]:
     users = []
     for user in host.users:
         # Every user starts locked ('*'); the secrets part of the script sets real hashes.
@@ -247,7 +247,7 @@ def _postinstall(
                 embed=embed,
                 redact=view.redact,
             ),
-            users=_users(host, build),
+            users=_users(host),
             root_login=host.root.allow_login,
             root_hash="*",
             files=files,
