@@ -481,3 +481,79 @@ def test_first_boot_deletes_the_installer_manifest(lab: Lab, tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""  # /var/log/poi is empty: the manifest is gone
     assert lab.host("iso01")["phase"] == "ready"
+
+
+def test_photonkick_serve_logs_no_secret_through_a_whole_install(tmp_path: Path) -> None:
+    """The real `photonkick serve` process: kickstart, secrets (twice: the alarm), callbacks
+    up to ready and one after it; nothing secret in anything it printed."""
+    import os
+    import signal
+
+    port = _free_port()
+    spec = tmp_path / "lab.yaml"
+    spec.write_text(SPEC.format(port=port))
+    env = {**os.environ, "PK_TEST_REG": REG, "PK_TEST_KEY": KEY}
+    exe = Path(sys.executable).parent / "photonkick"
+    proc = subprocess.Popen(
+        [str(exe), "serve", str(spec), "--http", f"127.0.0.1:{port}", "--tftp", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = "".join(proc.stdout.readline() for _ in range(6))
+        match = re.search(r"TFTP       127.0.0.1 port (\d+)", banner)
+        assert match, banner
+        config = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "--fail",
+                f"tftp://127.0.0.1:{match.group(1)}/pxelinux.cfg/01-00-50-56-00-10-01",
+            ],
+            capture_output=True,
+            check=True,
+            timeout=30,
+        ).stdout
+        ks = re.search(rb"ks=(http://\S+\.json)", config)
+        assert ks, config
+        status, body = curl(ks.group(1).decode())
+        assert status == 200
+        url = secrets_url(json.loads(body))
+        assert curl(url)[0] == 200
+        assert curl(url)[0] == 409
+        assert curl(url, ELSEWHERE)[0] == 403
+        base = ks.group(1).decode().replace("/ks/", "/cb/").removesuffix(".json")
+        codes = [
+            subprocess.run(
+                [
+                    "curl",
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-X",
+                    "POST",
+                    f"{base}/{event}",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=30,
+            ).stdout
+            for event in ("installed", "firstboot", "ready", "failed")
+        ]
+        assert codes == ["200", "200", "200", "403"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=15)
+    assert proc.returncode == 0, stderr
+    assert "ALARM secrets of web01 build 1 were already fetched by 127.0.0.1" in stderr
+    assert "ALARM secrets of web01 build 1 refused to 127.0.0.2" in stderr
+    printed = banner + stderr
+    assert_no_secret(printed, "photonkick serve's output")
+    for token in (url.split("/")[-2], base.split("/")[-1]):
+        assert token not in printed
