@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import select
 import socket
 import stat
@@ -49,11 +50,14 @@ WARN_EVERY = 10.0  # seconds between two warnings about the same client's droppe
 TICK = 0.05  # seconds between timeout sweeps; also bounds how long stop() waits for the loop
 STOP_WAIT = 5.0
 NOT_FOUND = "file not found"
+NAME_MAX = 255  # bytes in one path component: a longer one names no file
+SHOWN = 120  # characters of a client's text kept in a log line
 READ_BUFFER = 64 * 1024
 
 _HEADER = struct.Struct("!HH")
 _ERROR = bytes((0, ERROR))
 _FACTORY = TftpPacketFactory()
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -190,7 +194,7 @@ class TftpServer:
         try:
             done = step()
         except Exception as error:
-            log.exception("transfer of %s to %s failed", session.name, session.client)
+            log.exception("transfer of %s to %s failed", _shown(session.name), session.client)
             session.error, done = f"internal error: {error}", True
         if done:
             self._finish(session)
@@ -291,13 +295,19 @@ class TftpServer:
         if request.opcode == WRQ:
             raise _Refused(2, "access violation: the server is read-only")
         if request.mode not in ("octet", "netascii"):
-            raise _Refused(4, f"illegal TFTP operation: unsupported mode {request.mode!r}")
-        if not name or ".." in name.split("/"):
+            raise _Refused(4, f"illegal TFTP operation: unsupported mode {_shown(request.mode)}")
+        parts = name.split("/")
+        if not name or ".." in parts:
             raise _Refused(2, "access violation: the name leaves the boot tree")
+        if any(len(part) > NAME_MAX for part in parts):
+            raise _Refused(1, NOT_FOUND)
         try:
             source = self._resolve(name, client)
+        except OSError as error:
+            log.warning("resolving %s for %s failed: %s", _shown(name), client[0], error.strerror)
+            raise _Refused(1, NOT_FOUND) from None
         except Exception:
-            log.exception("resolving %r for %s failed", name, client[0])
+            log.exception("resolving %s for %s failed", _shown(name), client[0])
             raise _Refused(1, NOT_FOUND) from None
         if source is None:
             raise _Refused(1, NOT_FOUND)
@@ -319,7 +329,7 @@ class TftpServer:
         if transfer.ok:
             log.info(
                 "sent %s to %s: %d bytes in %.3fs",
-                transfer.filename,
+                _shown(transfer.filename),
                 transfer.client,
                 transfer.size,
                 transfer.seconds,
@@ -327,7 +337,8 @@ class TftpServer:
         else:
             # PXE loaders probe for configs that do not exist: a miss is routine.
             level = logging.INFO if transfer.error == NOT_FOUND else logging.WARNING
-            log.log(level, "%s for %s: %s", transfer.filename, transfer.client, transfer.error)
+            name, error = _shown(transfer.filename), _shown(transfer.error or "")
+            log.log(level, "%s for %s: %s", name, transfer.client, error)
         if self._on_transfer is None:
             return
         try:
@@ -468,7 +479,7 @@ def _decode_request(datagram: bytes) -> _Request:
     try:
         packet = _FACTORY.parse(datagram)
     except (TftpException, UnicodeDecodeError, struct.error, ValueError) as error:
-        log.debug("ignoring the options of a request: %s", error)
+        log.debug("ignoring the options of a request: %s", _shown(str(error)))
         try:
             packet = _FACTORY.parse(datagram[: end + 1])
         except (TftpException, UnicodeDecodeError, struct.error, ValueError):
@@ -547,6 +558,15 @@ def _error_text(datagram: bytes) -> str:
     code = int.from_bytes(datagram[2:4], "big")
     message = datagram[4:].split(b"\0")[0].decode("ascii", "replace")
     return f"{code} {message}"
+
+
+def _shown(text: str) -> str:
+    """A client's text as it may be logged: control characters escaped, the length capped."""
+    if not text:
+        return "(empty)"
+    if len(text) > SHOWN:
+        text = f"{text[:SHOWN]}... ({len(text)} characters)"
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def _send_quietly(sock: socket.socket, packet: bytes) -> None:

@@ -145,7 +145,10 @@ class Client:
     def fetch(self, request: bytes) -> tuple[bytes, dict[str, str], list[int]]:
         """Send ``request`` and ACK everything: the data, the OACK options, the DATA sizes."""
         self.send(request)
-        opcode, rest = self.recv()
+        return self.receive(*self.recv())
+
+    def receive(self, opcode: int, rest: bytes) -> tuple[bytes, dict[str, str], list[int]]:
+        """Go on from the first answer to a request (an OACK or DATA 1) to the end."""
         options: dict[str, str] = {}
         if opcode == OACK:
             options = parse_options(rest)
