@@ -10,7 +10,7 @@ holds at most ``MAX_PER_CLIENT`` transfers (its further requests are dropped, as
 real client simply retries), and when the whole table is full a new request displaces the
 oldest transfer that was never acknowledged. A new request from the (address, port) of an open
 transfer means the client has moved on (its last ACK was lost): it ends that transfer, unless
-it is a copy of the request still waiting for its first answer, which is answered again.
+it repeats the request of a transfer not acknowledged yet, which then sends its packet again.
 """
 
 from __future__ import annotations

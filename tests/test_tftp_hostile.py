@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_tftp import DATA, ERROR, OACK, WRQ, Client, Flood, ack, rrq
+from test_tftp import DATA, ERROR, OACK, WRQ, Client, Flood, ack, fetch_asking_again, rrq
 
 MAC = "00:50:56:00:10:01"
 CONFIG = "pxelinux.cfg/01-00-50-56-00-10-01"
@@ -65,12 +65,8 @@ class Serve:
         self.probes = 0
 
     def fetch(self, name: str, source: str = "127.0.0.1") -> bytes:
-        """A legitimate raw-datagram client's fetch with blksize 1468."""
-        client = Client(self.port, source)
-        try:
-            return client.fetch(rrq(name.encode(), options=b"blksize\x001468\0"))[0]
-        finally:
-            client.close()
+        """A legitimate client's fetch, asking again like a PXE ROM."""
+        return fetch_asking_again(self.port, name.encode(), source)
 
     def assert_serving(self) -> None:
         """The process runs and real clients get their config: raw, tftp-hpa and curl."""
