@@ -754,7 +754,7 @@ class Flood:
             sock.sendto(rrq(b"pxelinux.0"), ("127.0.0.1", port))
             self.socks.append(sock)
 
-    def answered(self, seconds: float = 0.5) -> int:
+    def answered(self, seconds: float = 2.0) -> int:
         """How many of the requests got an answer within ``seconds``."""
         deadline, count = time.monotonic() + seconds, 0
         for sock in self.socks:
