@@ -8,7 +8,8 @@ from an epoll loop, which keeps the interpreter lock out of the way of a hundred
 Floods of requests that are never acknowledged cannot starve other clients: one client address
 holds at most ``MAX_PER_CLIENT`` transfers (its further requests are dropped, as if lost, so a
 real client simply retries), and when the whole table is full a new request displaces the
-oldest transfer that was never acknowledged. A new request from the (address, port) of an open
+oldest transfer that was never acknowledged, and such a transfer is given up after at most
+``UNACKNOWLEDGED_RETRIES`` resends. A new request from the (address, port) of an open
 transfer means the client has moved on (its last ACK was lost): it ends that transfer, unless
 it repeats the request of a transfer not acknowledged yet, which then sends its packet again.
 """
@@ -46,6 +47,7 @@ MAX_ACK = 516
 MAX_BURST = 64  # requests taken from the listener per wake-up
 MAX_TRANSFERS = 256  # each holds a socket and maybe a file: stay far below 1024 fds
 MAX_PER_CLIENT = 32  # PXE clients fetch one file at a time; this leaves room for NAT
+UNACKNOWLEDGED_RETRIES = 2  # resends of a first packet: a forged address never answers
 WARN_EVERY = 10.0  # seconds between two warnings about the same client's dropped requests
 TICK = 0.05  # seconds between timeout sweeps; also bounds how long stop() waits for the loop
 STOP_WAIT = 5.0
@@ -403,8 +405,10 @@ class _Session:
         return False  # a duplicate ACK or junk: resending now would double the traffic
 
     def on_timeout(self) -> bool:
-        """Resend the unacknowledged packet, or give up after ``retries`` resends."""
-        if self.tries >= self.retries:
+        """Resend the unacknowledged packet, or give up after ``retries`` resends (fewer
+        before the client's first ACK)."""
+        limit = self.retries if self.acknowledged else min(self.retries, UNACKNOWLEDGED_RETRIES)
+        if self.tries >= limit:
             self.error = f"no acknowledgement of block {self.block} after {self.tries} retries"
             return True
         self.tries += 1

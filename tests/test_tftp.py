@@ -15,7 +15,13 @@ from typing import cast
 
 import pytest
 
-from photonkick.server.tftp import MAX_PER_CLIENT, TftpServer, TftpTransfer, confined_file
+from photonkick.server.tftp import (
+    MAX_PER_CLIENT,
+    UNACKNOWLEDGED_RETRIES,
+    TftpServer,
+    TftpTransfer,
+    confined_file,
+)
 
 RRQ, WRQ, DATA, ACK, ERROR, OACK = 1, 2, 3, 4, 5, 6
 TIMEOUT = 0.3
@@ -429,13 +435,28 @@ def test_lost_ack_makes_the_server_resend(root: Path) -> None:
 
 def test_a_silent_client_is_given_up(server: Server, client: Client) -> None:
     client.send(rrq(b"pxelinux.0"))
+    client.recv()
+    client.send(ack(1))
     copies = 0
     while not client.silent(TIMEOUT * 3):
         copies += 1
     assert copies == RETRIES + 1
     [transfer] = server.wait_transfers(1)
     assert not transfer.ok
-    assert "no acknowledgement of block 1" in (transfer.error or "")
+    assert "no acknowledgement of block 2" in (transfer.error or "")
+    assert_still_serves(server)
+
+
+def test_a_client_that_never_acknowledges_is_given_up_sooner(
+    server: Server, client: Client
+) -> None:
+    client.send(rrq(b"pxelinux.0", options=b"blksize\x001468\0"))
+    copies = 0
+    while not client.silent(TIMEOUT * 3):
+        copies += 1
+    assert copies == UNACKNOWLEDGED_RETRIES + 1 < RETRIES + 1
+    [transfer] = server.wait_transfers(1)
+    assert transfer.error == "no acknowledgement of block 0 after 2 retries"
     assert_still_serves(server)
 
 
