@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -667,7 +668,8 @@ def test_waitress_queue_warnings_do_not_flood_up(caplog: pytest.LogCaptureFixtur
 
 class Frozen:
     """Freezes the simulator (SIGSTOP) when the fake guest is about to report `installed`,
-    so the fleet's after-install reconfigure hangs as on a stuck vSphere; thawed at exit."""
+    so the fleet's after-install reconfigure hangs as on a stuck vSphere; thawed at exit
+    (enter it inside the fake guest's block, which needs the simulator to log out)."""
 
     def __init__(self, sim: Vcsim) -> None:
         self.sim = sim
@@ -692,32 +694,33 @@ def test_ctrl_c_is_honoured_while_vsphere_hangs(tmp_path: Path, vcsim: Vcsim) ->
     )
     state = StateDir(tmp_path / ".photonkick")
     timeline = Timeline(state.path / "timeline.db")
+    freeze = Frozen(vcsim)
+    script = Script(default="installed", before_installed=freeze)
     proc = start_up(spec, tmp_path)
+    out = err = ""
     try:
-        with Frozen(vcsim) as freeze:
-            script = Script(default="installed", before_installed=freeze)
-            with FakeGuest(load_inventory(spec), state, timeline, vcsim, 0, script):
-                assert timeline.wait_for("gi01", 1, {"installed"}, since=0, timeout=60)
-                time.sleep(0.5)  # `up` is inside its boot-order reconfigure, which hangs
-                proc.send_signal(signal.SIGINT)
-                sent = time.monotonic()
-                out, err = proc.communicate(timeout=60)
-                took = time.monotonic() - sent
-                os.kill(vcsim.process.pid, signal.SIGCONT)  # the guest logs out at exit
+        with FakeGuest(load_inventory(spec), state, timeline, vcsim, 0, script), freeze:
+            assert timeline.wait_for("gi01", 1, {"installed"}, since=0, timeout=60)
+            time.sleep(0.5)  # `up` is inside its boot-order reconfigure, which hangs
+            proc.send_signal(signal.SIGINT)
+            sent = time.monotonic()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                out, err = proc.communicate(timeout=10)
+            took = time.monotonic() - sent
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
+        proc.communicate()
     assert took < 2.0, f"Ctrl-C took {took:.1f} s"
+    assert proc.returncode == 130, err
     assert "gi01  stopped" in out and "gi01: stopped: while installed" in out
 
 
 def test_timeout_is_honoured_while_vsphere_hangs(setup: Setup) -> None:
-    with Frozen(setup.sim) as freeze:
-        with setup.guest(Script(default="installed", before_installed=freeze)):
-            started = time.monotonic()
-            runs = setup.fleet().up(["web01"], UpOptions(timeout=5))
-            took = time.monotonic() - started
-            os.kill(setup.sim.process.pid, signal.SIGCONT)
+    freeze = Frozen(setup.sim)
+    with setup.guest(Script(default="installed", before_installed=freeze)), freeze:
+        started = time.monotonic()
+        runs = setup.fleet().up(["web01"], UpOptions(timeout=5))
+        took = time.monotonic() - started
     assert took < 5 + 2.0, f"--timeout 5 took {took:.1f} s"
     assert runs[0].outcome == "timeout"
     assert runs[0].detail == "no ready after 5 s (a vSphere call was still running while installed)"
