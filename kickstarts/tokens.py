@@ -20,8 +20,19 @@ def host_token(secret: bytes, host: str, build: int) -> str:
 
 
 def token_matches(secret: bytes, host: str, build: int, token: str) -> bool:
-    """Constant-time check of a presented token."""
-    return hmac.compare_digest(host_token(secret, host, build), token)
+    """Constant-time check of a presented token, whatever characters it holds."""
+    return secrets_equal(host_token(secret, host, build), token)
+
+
+def secrets_equal(expected: str, presented: str) -> bool:
+    """Constant-time comparison of a secret with what a client sent, compared as UTF-8 bytes.
+
+    A client may send any character (``%C3%A9``, ``%FF``, Latin-1 header bytes); characters
+    that UTF-8 cannot encode (lone surrogates) become ``?`` and simply do not match.
+    """
+    return hmac.compare_digest(
+        expected.encode("utf-8", "replace"), presented.encode("utf-8", "replace")
+    )
 
 
 def kickstart_url(server_url: str, host: str, token: str) -> str:

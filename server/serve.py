@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
 import os
+import resource
 import secrets
 import signal
+import socket
 import threading
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 from urllib.parse import urlsplit
 
 from waitress import wasyncore
 from waitress.server import create_server
 
-from photonkick.kickstarts.errors import SpecError
+from photonkick.kickstarts.errors import PhotonkickError, SpecError, UsageError
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.spec import Inventory
-from photonkick.server.http import create_app
+from photonkick.server.http import MAX_BODY, create_app
 from photonkick.server.loaders import loader_files
 from photonkick.server.service import BootService
 from photonkick.server.state import StateDir
@@ -31,6 +35,17 @@ from photonkick.server.timeline import Timeline
 
 log = logging.getLogger("photonkick.server")
 ADMIN_TOKEN_FILE = "admin-token"
+HTTP_THREADS = 8
+"""Workers running the app; waitress reads requests and sends files without them."""
+HTTP_CONNECTIONS = 1000
+"""Open connections at most. Waitress stops accepting at this limit, so it stays far above
+what idle or half-sent connections of a misbehaving client hold for CHANNEL_TIMEOUT."""
+CHANNEL_TIMEOUT = 15
+"""Seconds a connection may sit without a byte before it is closed (checked every 2 s)."""
+MAX_HEADERS = 32 * 1024
+"""Bytes of request line and headers; loaders and installers send a few hundred."""
+FD_RESERVE = 512
+"""File descriptors kept for TFTP transfers, files being sent and the state database."""
 
 
 @dataclass(frozen=True)
@@ -69,9 +84,7 @@ class BootServer:
             self.service = BootService(inventory, state, self.timeline, data_dir, loaders)
             self.admin_token = admin_token(state.path)
             app = create_app(self.service, self.admin_token)
-            self._http = create_server(
-                app, host=listen.http_host, port=listen.http_port, threads=8, ident="photonkick"
-            )
+            self._http = _http_server(listen.http_host, listen.http_port, app)
             self.tftp = _start_tftp(self.service, listen)
         except BaseException:
             self.timeline.close()
@@ -100,7 +113,7 @@ class BootServer:
         sockets = self._http._map
         try:
             while not self._stop.is_set():
-                wasyncore.loop(timeout=0.1, map=sockets, count=1)
+                wasyncore.loop(timeout=0.1, use_poll=True, map=sockets, count=1)
         finally:
             wasyncore.close_all(sockets, ignore_all=True)
 
@@ -168,6 +181,56 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+def _http_server(host: str, port: int, app: Any) -> Any:
+    """The waitress server for ``app`` with every limit stated (never waitress's defaults)."""
+    try:
+        return create_server(
+            app,
+            host=host,
+            port=port,
+            ident="photonkick",
+            threads=HTTP_THREADS,
+            connection_limit=_connection_limit(HTTP_CONNECTIONS),
+            channel_timeout=CHANNEL_TIMEOUT,
+            cleanup_interval=2,
+            # A body over the cap is refused by its Content-Length, before a byte of it is read.
+            max_request_body_size=MAX_BODY,
+            max_request_header_size=MAX_HEADERS,
+            asyncore_use_poll=True,  # select() cannot watch descriptors above 1023
+        )
+    except OSError as exc:
+        raise listen_error("HTTP", host, port, exc) from None
+
+
+def listen_error(what: str, host: str, port: int, exc: OSError) -> PhotonkickError:
+    """A one-line error for an address that cannot be listened on.
+
+    An address that does not resolve or is not this machine's is bad input (exit 2); a busy
+    or forbidden port is a failure (exit 1).
+    """
+    reason = exc.strerror or str(exc)
+    message = f"cannot listen for {what} on {host}:{port}: {reason}"
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return UsageError(message)
+    return PhotonkickError(message)
+
+
+def _connection_limit(wanted: int) -> int:
+    """``wanted``, after raising the open-file limit to fit it; less when the limit cannot be."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(16, min(wanted, soft - FD_RESERVE))
+
+
 def _start_tftp(service: BootService, listen: Listen) -> TftpServer:
     def resolve(name: str, client: tuple[str, int]) -> bytes | Path | None:
         return service.tftp_file(name, client[0])
@@ -177,7 +240,7 @@ def _start_tftp(service: BootService, listen: Listen) -> TftpServer:
         server.start()
     except OSError as exc:
         if listen.tftp_port != 69:
-            raise
+            raise listen_error("TFTP", listen.tftp_host, listen.tftp_port, exc) from None
         server = TftpServer(resolve, listen.tftp_host, 0)
         server.start()
         log.warning(

@@ -18,6 +18,7 @@ from photonkick.kickstarts.spec import Host, Inventory
 from photonkick.kickstarts.tokens import CALLBACK_EVENTS, token_matches
 from photonkick.pxe.names import HTTP, TFTP
 from photonkick.pxe.tree import BootFormat, build_boot_tree, host_boot_files
+from photonkick.server.confine import confined_file
 from photonkick.server.state import StateDir
 from photonkick.server.timeline import Timeline
 
@@ -149,11 +150,10 @@ class BootService:
     def release_file(self, path: PurePosixPath, client: str) -> Path | None:
         """A file of an imported release (``releases/<release>/...``), confined to data_dir."""
         parts = path.parts
-        if len(parts) < 3 or parts[0] != "releases" or ".." in parts:
+        if len(parts) < 3 or parts[0] != "releases":
             return None
-        root = self.data_dir.resolve()
-        target = root.joinpath(*parts[1:]).resolve()
-        if not target.is_relative_to(root) or not target.is_file():
+        target = confined_file(self.data_dir, "/".join(parts[1:]))
+        if target is None:
             return None
         self._note_release_fetch(parts[2:], client)
         return target
@@ -219,18 +219,24 @@ class BootService:
                 return event.client
         return None
 
-    def callback(
-        self, name: str, token: str, event: str, reason: str, log_tail: str, client: str
-    ) -> bool:
-        """A host reports a phase; False (a 404) for an unknown host, event or token."""
+    def callback_allowed(self, name: str, token: str, event: str, client: str) -> bool:
+        """Whether a callback names a known host and event with the host's current token."""
         if event not in CALLBACK_EVENTS or name not in self._snapshot.by_name:
             return False
-        build = self.build(name)
-        if not token_matches(self.state.secret, name, build, token):
+        if not token_matches(self.state.secret, name, self.build(name), token):
             log.warning(
                 "callback %s for %s refused: wrong or old token (from %s)", event, name, client
             )
             return False
+        return True
+
+    def callback(
+        self, name: str, token: str, event: str, reason: str, log_tail: str, client: str
+    ) -> bool:
+        """A host reports a phase; False (a 404) for an unknown host, event or token."""
+        if not self.callback_allowed(name, token, event, client):
+            return False
+        build = self.build(name)
         detail = ""
         if event == "failed":
             detail = reason[:MAX_REASON]
