@@ -1,9 +1,10 @@
 """Log records made safe before any handler sees them: no token, no forged line.
 
 A serving process logs what clients send (paths, file names, failure reasons). Every record,
-from any logger (ours, Flask's, waitress's), has the token segment of ``/ks/`` and ``/cb/``
-paths replaced by ``<token>`` and its control characters escaped, so a reason holding a newline
-stays on its own line.
+from any logger (ours, Flask's, waitress's), has its tokens replaced by ``<token>`` and its
+control characters escaped, so a reason holding a newline stays on its own line. A token is the
+segment after ``/ks/<name>/`` or ``/cb/<name>/``, and anything shaped like a host token (26
+base32 characters) or the admin token (43 URL-safe base64 characters) wherever a client put it.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ import logging
 import re
 from typing import Any
 
-_TOKEN_SEGMENT = re.compile(r"(/(?:ks|cb)/[^/]*/)[^/.\s]+")
+_TOKEN_SEGMENT = re.compile(r"(/(?:ks|cb)/[^/]*/)[^/.\s]+", re.IGNORECASE)
+_TOKEN_SHAPED = re.compile(
+    r"(?<![A-Za-z0-9_-])(?:[A-Za-z2-7]{26}|[A-Za-z0-9_-]{43})(?![A-Za-z0-9_-])"
+)
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def redact_tokens(text: str) -> str:
     """``text`` with the token of every kickstart or callback path replaced by ``<token>``."""
-    return _TOKEN_SEGMENT.sub(r"\1<token>", text)
+    return _TOKEN_SHAPED.sub("<token>", _TOKEN_SEGMENT.sub(r"\1<token>", text))
 
 
 def escape_controls(text: str, *, keep_newlines: bool = False) -> str:

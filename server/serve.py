@@ -7,7 +7,6 @@ import ipaddress
 import json
 import logging
 import os
-import resource
 import secrets
 import signal
 import socket
@@ -21,12 +20,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from waitress import wasyncore
-from waitress.server import create_server
 
 from photonkick.kickstarts.errors import PhotonkickError, SpecError, UsageError
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.spec import Inventory
-from photonkick.server.http import MAX_BODY, create_app
+from photonkick.server.http import create_app
+from photonkick.server.http_server import http_server
 from photonkick.server.loaders import loader_files
 from photonkick.server.service import BootService
 from photonkick.server.state import StateDir
@@ -35,17 +34,6 @@ from photonkick.server.timeline import Timeline
 
 log = logging.getLogger("photonkick.server")
 ADMIN_TOKEN_FILE = "admin-token"
-HTTP_THREADS = 8
-"""Workers running the app; waitress reads requests and sends files without them."""
-HTTP_CONNECTIONS = 1000
-"""Open connections at most. Waitress stops accepting at this limit, so it stays far above
-what idle or half-sent connections of a misbehaving client hold for CHANNEL_TIMEOUT."""
-CHANNEL_TIMEOUT = 15
-"""Seconds a connection may sit without a byte before it is closed (checked every 2 s)."""
-MAX_HEADERS = 32 * 1024
-"""Bytes of request line and headers; loaders and installers send a few hundred."""
-FD_RESERVE = 512
-"""File descriptors kept for TFTP transfers, files being sent and the state database."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +72,7 @@ class BootServer:
             self.service = BootService(inventory, state, self.timeline, data_dir, loaders)
             self.admin_token = admin_token(state.path)
             app = create_app(self.service, self.admin_token)
-            self._http = _http_server(listen.http_host, listen.http_port, app)
+            self._http = _listen_http(listen, app)
             self.tftp = _start_tftp(self.service, listen)
         except BaseException:
             self.timeline.close()
@@ -181,25 +169,11 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def _http_server(host: str, port: int, app: Any) -> Any:
-    """The waitress server for ``app`` with every limit stated (never waitress's defaults)."""
+def _listen_http(listen: Listen, app: Any) -> Any:
     try:
-        return create_server(
-            app,
-            host=host,
-            port=port,
-            ident="photonkick",
-            threads=HTTP_THREADS,
-            connection_limit=_connection_limit(HTTP_CONNECTIONS),
-            channel_timeout=CHANNEL_TIMEOUT,
-            cleanup_interval=2,
-            # A body over the cap is refused by its Content-Length, before a byte of it is read.
-            max_request_body_size=MAX_BODY,
-            max_request_header_size=MAX_HEADERS,
-            asyncore_use_poll=True,  # select() cannot watch descriptors above 1023
-        )
+        return http_server(listen.http_host, listen.http_port, app)
     except OSError as exc:
-        raise listen_error("HTTP", host, port, exc) from None
+        raise listen_error("HTTP", listen.http_host, listen.http_port, exc) from None
 
 
 def listen_error(what: str, host: str, port: int, exc: OSError) -> PhotonkickError:
@@ -213,22 +187,6 @@ def listen_error(what: str, host: str, port: int, exc: OSError) -> PhotonkickErr
     if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
         return UsageError(message)
     return PhotonkickError(message)
-
-
-def _connection_limit(wanted: int) -> int:
-    """``wanted``, after raising the open-file limit to fit it; less when the limit cannot be."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = wanted + FD_RESERVE
-    if soft != resource.RLIM_INFINITY and soft < need:
-        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    if soft == resource.RLIM_INFINITY:
-        return wanted
-    return max(16, min(wanted, soft - FD_RESERVE))
 
 
 def _start_tftp(service: BootService, listen: Listen) -> TftpServer:
