@@ -6,6 +6,7 @@ keep serving. The probe test prints its counts: probes, 5xx, leaks, crashes.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,12 +106,10 @@ class Served:
             return Answer(*_read_answer(sock))
 
     def get(self, path: bytes, headers: bytes = b"") -> Answer:
-        return self.request(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n" + headers + _CLOSE)
+        return self.request(_raw(b"GET", path, headers))
 
     def post(self, path: bytes, body: bytes = b"", headers: bytes = b"") -> Answer:
-        length = b"Content-Length: %d\r\n" % len(body)
-        head = b"POST " + path + b" HTTP/1.1\r\nHost: x\r\n" + length + headers + _CLOSE
-        return self.request(head + body)
+        return self.request(_post(path, body, headers))
 
     def kickstart_path(self, name: str = "web01") -> bytes:
         return f"/ks/{name}/{self.tokens[name]}.json".encode()
@@ -126,6 +126,17 @@ class Served:
 
 
 _CLOSE = b"Connection: close\r\n\r\n"
+
+
+def _raw(method: bytes, path: bytes, headers: bytes = b"", body: bytes = b"") -> bytes:
+    """A request that asks the server to close the connection after its answer."""
+    return method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n" + headers + _CLOSE + body
+
+
+def _post(path: bytes, body: bytes, headers: bytes = b"") -> bytes:
+    return _raw(b"POST", path, b"Content-Length: %d\r\n" % len(body) + headers, body)
+
+
 _STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 
 
@@ -158,12 +169,9 @@ def _probes(s: Served) -> list[tuple[str, bytes, set[int]]]:
     form_type = b"Content-Type: application/x-www-form-urlencoded\r\n"
 
     def get(path: bytes, headers: bytes = b"") -> bytes:
-        return b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n" + headers + _CLOSE
+        return _raw(b"GET", path, headers)
 
-    def post(path: bytes, body: bytes, headers: bytes = b"") -> bytes:
-        length = b"Content-Length: %d\r\n" % len(body)
-        return b"POST " + path + b" HTTP/1.1\r\nHost: x\r\n" + length + headers + _CLOSE + body
-
+    post = _post
     probes: list[tuple[str, bytes, set[int]]] = []
 
     def add(what: str, raw: bytes, *statuses: int) -> None:
@@ -228,14 +236,11 @@ def _probes(s: Served) -> list[tuple[str, bytes, set[int]]]:
     add("reason is not utf-8", post(cb, b"reason=%FF%FE", form_type), 200)
     # Bodies and lengths.
     big = b"Content-Length: 104857600\r\n"
-    add("100 MiB announced", b"POST " + forged + b" HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n", 413)
+    add("100 MiB announced", _raw(b"POST", forged, big), 413)
     add("300 KiB body", post(cb, b"r" * 300_000, form_type), 413)
     chunk = b"%x\r\n%s\r\n" % (100_000, b"c" * 100_000)
-    add(
-        "chunked over the cap",
-        b"POST " + cb + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-        + form_type + _CLOSE + chunk * 4 + b"0\r\n\r\n",
-    )  # fmt: skip
+    chunked = b"Transfer-Encoding: chunked\r\n"
+    add("chunked over the cap", _raw(b"POST", cb, chunked + form_type, chunk * 4 + b"0\r\n\r\n"))
     for header in (
         b"Content-Length: -1\r\n",
         b"Content-Length: abc\r\n",
@@ -244,12 +249,11 @@ def _probes(s: Served) -> list[tuple[str, bytes, set[int]]]:
         b"Transfer-Encoding: chunked, gzip\r\n",
         b"Transfer-Encoding: identity\r\n",
     ):
-        raw = b"POST " + cb + b" HTTP/1.1\r\nHost: x\r\n" + header + _CLOSE + b"0\r\n\r\n"
-        add(f"length {header[:30]!r}", raw)
+        add(f"length {header[:30]!r}", _raw(b"POST", cb, header, b"0\r\n\r\n"))
     # Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): the chunked body is read.
     both = b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n"
-    add("length and chunked", b"POST " + cb + b" HTTP/1.1\r\nHost: x\r\n" + both + _CLOSE + b"0\r\n\r\n", 200)  # fmt: skip
-    add("bad chunk size", b"POST " + cb + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + _CLOSE + b"zz\r\nabc\r\n0\r\n\r\n")  # fmt: skip
+    add("length and chunked", _raw(b"POST", cb, both, b"0\r\n\r\n"), 200)
+    add("bad chunk size", _raw(b"POST", cb, chunked, b"zz\r\nabc\r\n0\r\n\r\n"))
     # Ranges (RFC 9110 §14.2): unusable ones are ignored, an unsatisfiable one is 416.
     kernel = b"/releases/5.0/isolinux/vmlinuz"
     for value, status in (
@@ -287,7 +291,7 @@ def _probes(s: Served) -> list[tuple[str, bytes, set[int]]]:
     ):
         add(f"request {raw[:24]!r}", raw)
     for method in (b"PUT", b"DELETE", b"PATCH", b"TRACE", b"FOO"):
-        add(f"method {method!r}", method + b" " + ks + b" HTTP/1.1\r\nHost: x\r\n" + _CLOSE, 405)
+        add(f"method {method!r}", _raw(method, ks), 405)
     add("post to a kickstart", post(ks, b"x"), 405)
     add("get a callback", get(cb), 405)
     add("unknown event", post(b"/cb/db01/" + s.tokens["db01"].encode() + b"/owned", b""), 404)
@@ -336,3 +340,51 @@ def test_hostile_requests_get_4xx_and_leak_nothing(served: Served) -> None:
     )
     assert not failures, "\n".join(failures)
     assert (fivexx, leaks, crashes, served.proc.returncode) == (0, [], 0, 0)
+
+
+def test_idle_half_sent_connections_do_not_delay_a_kickstart(served: Served) -> None:
+    idle = []
+    try:
+        for _ in range(100):
+            sock = socket.create_connection(("127.0.0.1", served.port), timeout=5)
+            sock.sendall(b"GET /ks/web01/")
+            idle.append(sock)
+        time.sleep(0.3)  # the server has accepted them all
+        started = time.monotonic()
+        answer = served.get(served.kickstart_path())
+        elapsed = time.monotonic() - started
+        still_open = 0
+        for sock in idle:
+            sock.setblocking(False)
+            try:
+                sock.recv(1)
+            except BlockingIOError:
+                still_open += 1
+    finally:
+        for sock in idle:
+            sock.close()
+    assert answer.status == 200 and b'"hostname": "web01"' in answer.body
+    assert still_open == 100, "the half-sent connections must still be held for the test to count"
+    assert elapsed < 1.0, f"a kickstart took {elapsed:.2f} s behind 100 idle connections"
+
+
+def test_a_body_over_the_cap_is_refused_unread(served: Served) -> None:
+    for path in (b"/cb/db01/forged/failed", served.callback_path("failed")):
+        head = _raw(b"POST", path, b"Content-Length: 104857600\r\n").replace(_CLOSE, b"\r\n")
+        with socket.create_connection(("127.0.0.1", served.port), timeout=5) as sock:
+            sock.sendall(head)  # and not one byte of the body
+            status, raw = _read_answer(sock)
+        assert status == 413, raw[:200]
+        assert b"Connection: close" in raw.partition(b"\r\n\r\n")[0]
+    host = json.loads(served.get(b"/api/v1/hosts/db01").body)
+    assert host["failed"] is None and "failed" not in {e["kind"] for e in host["events"]}
+
+
+def test_a_reason_cannot_forge_a_log_line(served: Served) -> None:
+    forged = "2026-12-02 00:00:00,000 photonkick.server: db01: ready"
+    body = urllib.parse.urlencode({"reason": f"boom\n{forged}\r\x1b[2J", "log": "a\nb"}).encode()
+    form = b"Content-Type: application/x-www-form-urlencoded\r\n"
+    assert served.post(served.callback_path("failed"), body, form).status == 200
+    logs = served.stop()
+    assert not any(line.startswith(forged[:23]) for line in logs.splitlines()), logs
+    assert f"boom\\n{forged}\\r\\x1b[2J" in logs
