@@ -12,8 +12,9 @@ from typing import Any
 from flask import Flask, Response, abort, jsonify, request, send_file
 from werkzeug.http import parse_range_header
 
-from photonkick.kickstarts.tokens import secrets_equal
+from photonkick.kickstarts.tokens import same_token
 from photonkick.server.log_safety import protect_logs
+from photonkick.server.secrets_gate import SecretsGate
 from photonkick.server.service import BootService
 from photonkick.server.status import HostStatus, host_status
 from photonkick.server.timeline import PHASES
@@ -34,6 +35,8 @@ def create_app(service: BootService, admin_token: str) -> Flask:
     # The instance folder is unused; naming it avoids Flask probing the package layout.
     app = Flask(__name__, instance_path=str(service.state.path.absolute()))
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    secrets = SecretsGate(service)
+    app.extensions["photonkick.secrets"] = secrets
 
     def client() -> str:
         return request.remote_addr or ""
@@ -71,8 +74,17 @@ def create_app(service: BootService, admin_token: str) -> Flask:
     def kickstart(name: str, token: str) -> Any:
         return send(service.kickstart(name, token, client()), "application/json")
 
+    @app.get("/ks/<name>/<token>/secrets")
+    def host_secrets(name: str, token: str) -> Any:
+        answer = secrets.fetch(name, token, client())
+        return Response(
+            answer.body, answer.status, mimetype="text/plain", headers={"Cache-Control": "no-store"}
+        )
+
     @app.post("/cb/<name>/<token>/<event>")
     def callback(name: str, token: str, event: str) -> Any:
+        if secrets.callbacks_closed(name, token):
+            abort(403)
         # The token is checked before the body is read: a forged one never reaches a parser.
         if not service.callback_allowed(name, token, event, client()):
             abort(404)
@@ -82,6 +94,7 @@ def create_app(service: BootService, admin_token: str) -> Flask:
         reason, log_tail = fields
         if not service.callback(name, token, event, reason, log_tail, client()):
             abort(404)
+        secrets.after_callback(name, event)
         return jsonify({"ok": True})
 
     @app.get("/ipxe/<path:name>")
@@ -110,6 +123,7 @@ def create_app(service: BootService, admin_token: str) -> Flask:
             abort(403)
         if not service.rearm(name):
             abort(404)
+        secrets.rearmed(name)
         return jsonify({"ok": True, "host": name, "rearmed": True})
 
     @app.get("/metrics")
@@ -154,7 +168,7 @@ def _single_byte_range(header: str) -> bool:
 
 def _is_admin(admin_token: str) -> bool:
     header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer ") and secrets_equal(admin_token, header[7:]):
+    if header.startswith("Bearer ") and same_token(admin_token, header[7:]):
         return True
     try:
         return ipaddress.ip_address(request.remote_addr or "").is_loopback

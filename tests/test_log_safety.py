@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from photonkick.kickstarts.inventory import load_inventory
-from photonkick.kickstarts.tokens import host_token, secrets_equal, token_matches
+from photonkick.kickstarts.tokens import host_token, same_token, token_matches
 from photonkick.server.http import create_app
 from photonkick.server.log_safety import escape_controls, protect_logs, redact_tokens
 from photonkick.server.service import BootService
@@ -47,7 +47,7 @@ def test_tokens_compare_as_bytes() -> None:
     assert token_matches(secret, "web01", 1, good)
     for bad in ("é", "\udcff", "\x00", good + "é", good[:-1] + "\ufffd", ""):
         assert not token_matches(secret, "web01", 1, bad)
-    assert secrets_equal("é", "é") and not secrets_equal(ADMIN, ADMIN + "\xff")
+    assert same_token(ADMIN, ADMIN) and not same_token(ADMIN, ADMIN + "\xff")
 
 
 def test_every_logger_is_redacted_and_escaped(caplog: pytest.LogCaptureFixture) -> None:
