@@ -6,6 +6,7 @@ keep serving. The probe test prints its counts: probes, 5xx, leaks, crashes.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -184,6 +185,7 @@ def _probes(s: Served) -> list[tuple[str, bytes, set[int]]]:
         add(f"callback token {bad[:12]!r}", post(b"/cb/db01/" + bad + b"/ready", b""), *statuses)
         add(f"host name {bad[:12]!r}", get(b"/ks/" + bad + b"/x.json"), *statuses)
         add(f"api host {bad[:12]!r}", get(b"/api/v1/hosts/" + bad), *statuses)
+        add(f"secrets token {bad[:12]!r}", get(b"/ks/web01/" + bad + b"/secrets"), *statuses)
     add("token with a tail", get(ks.replace(b".json", b"%C3%A9.json")), 404)
     for value in (b"\xc3\xa9", b"\xff", b"\x00", b"%FF", s.admin_token.encode() + b"\xff", b""):
         auth = b"Authorization: Bearer " + value + b"\r\n"
@@ -326,12 +328,18 @@ def test_hostile_requests_get_4xx_and_leak_nothing(served: Served) -> None:
             fivexx += 1
         if answer.status not in statuses:
             failures.append(f"{what}: {answer.status} (wanted {sorted(statuses)[:3]})")
-    # Still serving the legitimate client afterwards, the whole file and the kickstart.
-    assert served.get(served.kickstart_path()).status == 200
+    # Still serving the legitimate client afterwards: the kickstart, its secrets, a file.
+    kickstart = served.get(served.kickstart_path())
+    assert kickstart.status == 200
+    found = re.search(rb"/ks/web01/([a-z2-7]{26})/secrets", kickstart.body)
+    assert found, kickstart.body
+    secrets_answer = served.get(found.group(0))
+    assert secrets_answer.status == 200
+    assert base64.b64encode(SECRETS[0].encode() + b"\n") in secrets_answer.body
     assert served.get(b"/releases/5.0/isolinux/vmlinuz").body == KERNEL
     crashes = int(served.proc.poll() is not None)
     logs = served.stop()
-    secrets = (*SECRETS, served.admin_token, *served.tokens.values())
+    secrets = (*SECRETS, served.admin_token, *served.tokens.values(), found.group(1).decode())
     leaks = [line for line in logs.splitlines() if any(s in line for s in secrets)]
     print("\n".join(leaks))
     print(
