@@ -21,19 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from test_server import SECRETS, SPEC, _free_port
 
-SPEC = """
-server: {{url: "http://127.0.0.1:{port}"}}
-defaults:
-  users: [{{name: ops, password_hash: "$6$saltsalt$HASHVALUEabc", ssh_keys: []}}]
-hosts:
-  - name: web01
-    mac: "00:50:56:00:10:01"
-    registries: [{{server: reg.example, username: bot, password: {{env: PK_TEST_REG}}}}]
-  - name: db01
-    mac: "00:50:56:00:20:01"
-"""
-SECRETS = ("reg-pass-9f8e", "HASHVALUEabc")
+ENV = {"PK_TEST_REG": SECRETS[0], "PK_TEST_KEY": SECRETS[1]}
 KERNEL = bytes(range(256)) * 1024
 
 
@@ -47,12 +37,6 @@ class Answer:
     @property
     def body(self) -> bytes:
         return self.raw.partition(b"\r\n\r\n")[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Served:
@@ -73,9 +57,7 @@ class Served:
         command = [str(exe), "serve", str(spec), "--data", str(data)]
         command += ["--http", f"127.0.0.1:{self.port}", "--tftp", "127.0.0.1:0"]
         with self.out.open("wb") as out, self.err.open("wb") as err:
-            self.proc = subprocess.Popen(
-                command, stdout=out, stderr=err, env={**os.environ, "PK_TEST_REG": SECRETS[0]}
-            )
+            self.proc = subprocess.Popen(command, stdout=out, stderr=err, env={**os.environ, **ENV})
         self.tftp_port = self._wait_for_banner()
         self.tokens = {name: self._token(mac) for name, mac in (("web01", "10"), ("db01", "20"))}
         self.admin_token = (self.state / "admin-token").read_text().strip()
