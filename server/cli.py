@@ -33,7 +33,7 @@ from photonkick.server.cli_fleet import cmd_down, cmd_rebuild, cmd_status, cmd_u
 from photonkick.server.cli_iso import cmd_import_iso, cmd_iso
 from photonkick.server.loaders import loader_files, loader_report
 from photonkick.server.output import write_tree
-from photonkick.server.serve import BootServer, Listen, serve_forever
+from photonkick.server.serve import BootServer, Listen, ListenError, serve_forever
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -128,9 +128,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     http_host, http_port = args.http
     tftp_host, tftp_port = args.tftp
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    server = BootServer(
-        spec, inventory, state, data, Listen(http_host, http_port, tftp_host, tftp_port)
-    )
+    try:
+        server = BootServer(
+            spec, inventory, state, data, Listen(http_host, http_port, tftp_host, tftp_port)
+        )
+    except ListenError as exc:
+        raise exc.user_error() from None
 
     def ready() -> None:
         shown = "localhost" if http_host in ("0.0.0.0", "::") else http_host

@@ -169,24 +169,28 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+class ListenError(OSError):
+    """HTTP or TFTP cannot listen on an address; the message says which and where."""
+
+    def __init__(self, what: str, host: str, port: int, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.message = f"cannot listen for {what} on {host}:{port}: {self.strerror}"
+        self.bad_address = isinstance(cause, socket.gaierror) or cause.errno == errno.EADDRNOTAVAIL
+        """The address does not resolve or is not this machine's (bad input, not a failure)."""
+
+    def __str__(self) -> str:
+        return self.message
+
+    def user_error(self) -> PhotonkickError:
+        """The error to report: bad input (exit 2) for a bad address, else a failure (exit 1)."""
+        return UsageError(self.message) if self.bad_address else PhotonkickError(self.message)
+
+
 def _listen_http(listen: Listen, app: Any) -> Any:
     try:
         return http_server(listen.http_host, listen.http_port, app)
     except OSError as exc:
-        raise listen_error("HTTP", listen.http_host, listen.http_port, exc) from None
-
-
-def listen_error(what: str, host: str, port: int, exc: OSError) -> PhotonkickError:
-    """A one-line error for an address that cannot be listened on.
-
-    An address that does not resolve or is not this machine's is bad input (exit 2); a busy
-    or forbidden port is a failure (exit 1).
-    """
-    reason = exc.strerror or str(exc)
-    message = f"cannot listen for {what} on {host}:{port}: {reason}"
-    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
-        return UsageError(message)
-    return PhotonkickError(message)
+        raise ListenError("HTTP", listen.http_host, listen.http_port, exc) from None
 
 
 def _start_tftp(service: BootService, listen: Listen) -> TftpServer:
@@ -198,7 +202,7 @@ def _start_tftp(service: BootService, listen: Listen) -> TftpServer:
         server.start()
     except OSError as exc:
         if listen.tftp_port != 69:
-            raise listen_error("TFTP", listen.tftp_host, listen.tftp_port, exc) from None
+            raise ListenError("TFTP", listen.tftp_host, listen.tftp_port, exc) from None
         server = TftpServer(resolve, listen.tftp_host, 0)
         server.start()
         log.warning(

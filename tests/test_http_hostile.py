@@ -209,6 +209,7 @@ def _probes(s: Served) -> list[tuple[str, bytes, set[int]]]:
         b'{"a":' * 40_000 + b"1" + b"}" * 40_000,
     ):
         add(f"json {body[:12]!r}", post(cb, body, json_type), 400)
+    add("json object", post(cb, b'{"reason": "x", "log": "y"}', json_type), 200)
     add("forged token, deep json", post(forged, _nested(100_000), json_type), 404)
     add("forged token, form", post(forged, b"reason=x", form_type), 404)
     # Forms werkzeug reads leniently (an empty reason) or refuses: either way no 5xx.
