@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -299,6 +300,30 @@ def _probes(s: Served) -> list[tuple[str, bytes, set[int]]]:
         add(f"token in {path[:20]!r}", get(path), 404, 405)
     add("doubled slash", get(b"//ks/web01/" + token + b".json"), 200)
     add("admin token in a path", get(b"/api/v1/hosts/" + s.admin_token.encode()), 404)
+    probes += _random_probes(s, 300)
+    return probes
+
+
+def _random_probes(s: Served, count: int) -> list[tuple[str, bytes, set[int]]]:
+    """Seeded random paths, ranges and bodies under every route; any answer below 500."""
+    rng = random.Random(2026)
+    prefixes = [b"/ks/web01/", b"/cb/db01/", b"/releases/5.0/", b"/ipxe/", b"/api/v1/hosts/"]
+    prefixes += [b"/", s.callback_path("firstboot") + b"/", s.kickstart_path()]
+    alphabet = bytes(range(33, 127)) + b"%%%%////"
+    kinds = [b"application/json", b"application/x-www-form-urlencoded", b"text/plain"]
+    probes = []
+    for number in range(count):
+        path = rng.choice(prefixes) + rng.randbytes(rng.randint(0, 40)).translate(
+            bytes(alphabet[i % len(alphabet)] for i in range(256))
+        )
+        if rng.random() < 0.5:
+            start, end = rng.randint(-5, 300_000), rng.randint(-5, 300_000)
+            header = b"Range: bytes=%d-%d\r\n" % (start, end) if rng.random() < 0.3 else b""
+            raw = _raw(rng.choice([b"GET", b"HEAD", b"OPTIONS", b"POST"]), path, header)
+        else:
+            body = rng.randbytes(rng.randint(0, 300))
+            raw = _post(path, body, b"Content-Type: " + rng.choice(kinds) + b"\r\n")
+        probes.append((f"random {number}: {raw[:60]!r}", raw, set(range(200, 500))))
     return probes
 
 
