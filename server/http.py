@@ -14,10 +14,12 @@ from flask import Flask, Response, abort, jsonify, request, send_file
 
 from photonkick.server.service import BootService
 from photonkick.server.status import HostStatus, host_status
-from photonkick.server.timeline import PHASES
+from photonkick.server.timeline import PHASES, StoreUnavailable
 from photonkick.templates import render
 
 access_log = logging.getLogger("photonkick.server.http")
+RETRY_AFTER = 5
+"""Seconds a client is asked to wait before it retries what could not be stored."""
 _TOKEN_IN_PATH = re.compile(r"^/(ks|cb)/([^/]+)/[^/.]+")
 
 
@@ -53,6 +55,14 @@ def create_app(service: BootService, admin_token: str) -> Flask:
         if isinstance(found, Path):
             return send_file(found, mimetype=mimetype, conditional=True, etag=True)
         return Response(found, mimetype=mimetype)
+
+    @app.errorhandler(StoreUnavailable)
+    def not_stored(exc: StoreUnavailable) -> Any:
+        # Nothing is acknowledged that is not on disk: the client (curl --retry) tries again.
+        response = jsonify({"ok": False, "error": "not stored: the state database is unavailable"})
+        response.status_code = 503
+        response.headers["Retry-After"] = str(RETRY_AFTER)
+        return response
 
     @app.get("/ks/<name>/<token>.json")
     def kickstart(name: str, token: str) -> Any:
