@@ -79,11 +79,22 @@ class ChangeWatch:
 
 
 def check_writable(path: Path) -> None:
-    """Raise sqlite3.Error (or OSError) unless a write transaction on the database can start."""
-    db = sqlite3.connect(path, timeout=5)
+    """Raise sqlite3.Error (or OSError) unless the database takes writes. Busy (another
+    process writing right now) counts as writable."""
+    db = sqlite3.connect(path, timeout=2, isolation_level=None)
     try:
-        # A read-only file (or file system) opens without error; taking the write lock fails.
-        db.execute("BEGIN IMMEDIATE")
-        db.execute("ROLLBACK")
+        # A read-only file opens without error, and in WAL mode even takes the write lock;
+        # the first page written is what fails. Rolled back: nothing reaches the file.
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return
+            raise
+        try:
+            db.execute("CREATE TABLE photonkick_write_check (x)")
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
     finally:
         db.close()

@@ -33,6 +33,11 @@ class StateDir:
             _create(self._connections.get())
             self._watch = ChangeWatch(path / DATABASE_FILE)
         except (OSError, sqlite3.Error) as exc:
+            try:
+                _probe_write(path)
+            except OSError as probe:  # the usual cause, and the clearer reason
+                reason = _reason(probe)
+                raise StateError(f"the state directory {path} is not writable: {reason}") from exc
             raise StateError(f"cannot open the state directory {path}: {_reason(exc)}") from exc
         self.changes = 0
         """Counts the builds started through this object, so caches can tell."""
@@ -63,14 +68,7 @@ class StateDir:
         """Raise StateError, naming the directory and the reason, unless files and both
         databases in it can be written."""
         try:
-            probe = self.path / WRITE_PROBE
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, b"photonkick\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            probe.unlink()
+            _probe_write(self.path)
             for name in (DATABASE_FILE, TIMELINE_FILE):
                 check_writable(self.path / name)
         except (OSError, sqlite3.Error) as exc:
@@ -90,6 +88,18 @@ def _create(db: sqlite3.Connection) -> None:
         db.execute(
             "CREATE TABLE IF NOT EXISTS builds (host TEXT PRIMARY KEY, build INTEGER NOT NULL)"
         )
+
+
+def _probe_write(folder: Path) -> None:
+    """Write, sync and remove a small file in ``folder``; OSError when that fails."""
+    probe = folder / WRITE_PROBE
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, b"photonkick\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
 
 
 def _reason(exc: BaseException) -> str:
