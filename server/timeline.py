@@ -35,6 +35,8 @@ PHASES = (
 )
 """The phases of one install, in the order they happen."""
 FAILED = "failed"
+CALLBACKS = ("installed", "firstboot", "ready")
+"""The phases a host reports itself (and `failed`); fetches never make one of them stale."""
 REARMED = "rearmed"
 LATE_FAILURE = "failed_after_ready"
 """A `failed` callback after `ready` of the same build: kept, but it changes nothing."""
@@ -108,6 +110,9 @@ class Timeline:
         self._pending: list[Event] = []
         self._pending_ips: dict[str, str] = {}
         self._once: set[tuple[str, int, str]] = set()
+        # Callbacks the database refused (as received, as reads show them), stored when it can.
+        self._held: list[tuple[Event, Event]] = []
+        self._held_disarms: set[tuple[str, int]] = set()
         self._overflow_logged = False
         self._write_lock = threading.Lock()  # the write connection
         self._db = sqlite3.connect(
@@ -174,34 +179,59 @@ class Timeline:
         Within one build (since its last rearm) the phase only moves forward: a replay, or a
         phase the build has already passed, returns None and stores nothing; a ``failed``
         after ``ready`` is stored as ``failed_after_ready`` and changes nothing else. Raises
-        StoreUnavailable when the database does not take the write.
+        StoreUnavailable when the database does not take the write; the callback is then
+        held in memory (see ``_hold``) and stored by the background writer when it can be.
         """
         event = self._event(host, build, kind, detail, client)
-
-        def store(db: sqlite3.Connection) -> Event | None:
-            since = since_rearm(_select_events(db, host, build))
-            row = db.execute(
-                "SELECT installed_build FROM netboot WHERE host = ?", (host,)
-            ).fetchone()
-            stored_kind, disarm = callback_effect(
-                since, kind, detail, disarmed=bool(row and row[0] == build)
-            )
-            if stored_kind is None:
-                return None
-            stored = replace(event, kind=stored_kind)
-            _insert_events(db, [stored])
-            if disarm:
-                db.execute(
-                    "INSERT INTO netboot (host, installed_build) VALUES (?, ?) ON CONFLICT(host) "
-                    "DO UPDATE SET installed_build = excluded.installed_build",
-                    (host, build),
-                )
-                self.changes += 1
-            return stored
-
-        result = self._transaction(store)
+        try:
+            result = self._transaction(lambda db: self._store_callback(db, event))
+        except StoreUnavailable:
+            self._hold(event)
+            raise
         self._notify()
         return result
+
+    def _store_callback(self, db: sqlite3.Connection, event: Event) -> Event | None:
+        """Within a write transaction: store a callback as ``callback_effect`` says."""
+        host, build = event.host, event.build
+        row = db.execute("SELECT installed_build FROM netboot WHERE host = ?", (host,)).fetchone()
+        stored_kind, disarm = callback_effect(
+            since_rearm(_select_events(db, host, build)),
+            event.kind,
+            event.detail,
+            disarmed=bool(row and row[0] == build),
+        )
+        if stored_kind is None:
+            return None
+        stored = replace(event, kind=stored_kind)
+        _insert_events(db, [stored])
+        if disarm:
+            db.execute(
+                "INSERT INTO netboot (host, installed_build) VALUES (?, ?) ON CONFLICT(host) "
+                "DO UPDATE SET installed_build = excluded.installed_build",
+                (host, build),
+            )
+            self._count_change()
+        return stored
+
+    def _hold(self, event: Event) -> None:
+        """Keep a callback the database refused: the background writer stores it once it can
+        (the host's retry is then a replay). Its netboot effect applies at once, so a host
+        whose `installed` could not be stored boots locally instead of installing again."""
+        since = since_rearm(self.events(event.host, event.build))
+        shown, disarm = callback_effect(
+            since, event.kind, event.detail, disarmed=self.is_disarmed(event.host, event.build)
+        )
+        if shown is None:  # a replay of what is stored or held already
+            return
+        with self._pending_lock:
+            if any(_same_callback(event, received) for received, _ in self._held):
+                return
+            self._held.append((event, replace(event, kind=shown)))
+            if disarm:
+                self._held_disarms.add((event.host, event.build))
+                self.changes += 1
+        self._wake.set()
 
     def rearm(self, host: str, build: int | None = None) -> None:
         """Offer the install again on the next network boot (and, given the build, record
@@ -213,7 +243,7 @@ class Timeline:
                 _insert_events(db, [self._event(host, build, REARMED, "", "")])
 
         self._transaction(store)
-        self.changes += 1
+        self._count_change()
         self._notify()
 
     def bind_ip(self, host: str, ip: str) -> None:
@@ -236,10 +266,11 @@ class Timeline:
             with self._pending_lock:
                 events = list(self._pending)
                 ips = dict(self._pending_ips)
+                held = list(self._held)
             db = self._db
             try:
                 db.execute("BEGIN IMMEDIATE")
-                _insert_events(db, events)
+                self._insert_with_held(db, events, [received for received, _ in held])
                 db.executemany(
                     "INSERT INTO netboot (host, boot_ip) VALUES (?, ?) "
                     "ON CONFLICT(host) DO UPDATE SET boot_ip = excluded.boot_ip",
@@ -257,9 +288,25 @@ class Timeline:
                 for host, ip in ips.items():
                     if self._pending_ips.get(host) == ip:
                         del self._pending_ips[host]
+                del self._held[: len(held)]
+                self._held_disarms.difference_update((e.host, e.build) for e, _ in held)
             return result
         finally:
             self._write_lock.release()
+
+    def _insert_with_held(
+        self, db: sqlite3.Connection, events: list[Event], held: list[Event]
+    ) -> None:
+        """Insert pending events and store held callbacks, in the order they happened."""
+        batch: list[Event] = []
+        for event in sorted([*events, *held], key=lambda e: e.mono):
+            if event in held:
+                _insert_events(db, batch)
+                batch = []
+                self._store_callback(db, event)
+            else:
+                batch.append(event)
+        _insert_events(db, batch)
 
     def _write_loop(self) -> None:
         failing = False
@@ -286,6 +333,10 @@ class Timeline:
                 failing = False
             self._notify()
 
+    def _count_change(self) -> None:
+        with self._pending_lock:
+            self.changes += 1
+
     def _notify(self) -> None:
         with self._changed:
             self._changed.notify_all()
@@ -294,7 +345,9 @@ class Timeline:
         """The host's events (of one build, or all), oldest first, stored or pending."""
         with self._pending_lock:
             pending = [
-                e for e in self._pending if e.host == host and (build is None or e.build == build)
+                e
+                for e in (*self._pending, *(shown for _, shown in self._held))
+                if e.host == host and (build is None or e.build == build)
             ]
         # Pending first: an event committed in between is then in both, never in neither.
         stored = _select_events(self._reads.get(), host, build)
@@ -331,6 +384,9 @@ class Timeline:
     def is_disarmed(self, host: str, build: int) -> bool:
         """Whether this build's install ended (`installed`, or `failed` before it) and was not
         rearmed since: its network boot then answers "boot the local disk" (netboot-once)."""
+        with self._pending_lock:
+            if (host, build) in self._held_disarms:
+                return True
         row = (
             self._reads.get()
             .execute("SELECT installed_build FROM netboot WHERE host = ?", (host,))
@@ -380,7 +436,7 @@ def callback_effect(
 ) -> tuple[str | None, bool]:
     """What a callback does to a build whose current attempt has ``events``: the kind to
     store (None for a replay or a phase already passed) and whether to disarm netboot."""
-    reached = max((PHASES.index(e.kind) for e in events if e.kind in PHASES), default=-1)
+    reached = max((PHASES.index(e.kind) for e in events if e.kind in CALLBACKS), default=-1)
     if kind == FAILED:
         stored = LATE_FAILURE if reached >= PHASES.index("ready") else FAILED
     elif PHASES.index(kind) < reached:
@@ -390,6 +446,10 @@ def callback_effect(
     if any(e.kind == stored and e.detail == detail for e in events):
         return None, False
     return stored, stored == "installed" or (stored == FAILED and not disarmed)
+
+
+def _same_callback(a: Event, b: Event) -> bool:
+    return (a.host, a.build, a.kind, a.detail) == (b.host, b.build, b.kind, b.detail)
 
 
 def _select_events(db: sqlite3.Connection, host: str, build: int | None) -> list[Event]:
