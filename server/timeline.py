@@ -255,6 +255,9 @@ class Timeline:
 
     def flush(self) -> None:
         """Write the pending events now; raises StoreUnavailable when the database refuses."""
+        with self._pending_lock:
+            if not (self._pending or self._pending_ips or self._held):
+                return
         self._transaction(lambda db: None)
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -279,8 +282,7 @@ class Timeline:
                 result = work(db)
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
+                _rollback(db)
                 raise StoreUnavailable(f"{self.path.name}: {exc}") from exc
             with self._pending_lock:
                 # Only this writer removes, and only from the front: new events were appended.
@@ -417,7 +419,7 @@ class Timeline:
             self.flush()
         except StoreUnavailable as exc:
             with self._pending_lock:
-                lost = len(self._pending)
+                lost = len(self._pending) + len(self._held)
             log.error("timeline: %d events could not be stored: %s", lost, exc)
         with self._write_lock:
             self._db.close()
@@ -446,6 +448,15 @@ def callback_effect(
     if any(e.kind == stored and e.detail == detail for e in events):
         return None, False
     return stored, stored == "installed" or (stored == FAILED and not disarmed)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """End a failed transaction; the error that failed it is the one to report."""
+    try:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
 
 
 def _same_callback(a: Event, b: Event) -> bool:
