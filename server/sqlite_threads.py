@@ -2,8 +2,8 @@
 
 A sqlite3 connection must never be used by two threads at once. Each thread here gets its own
 connection to the same file, opened on first use; SQLite's own locking then orders writers,
-also across processes. ``data_version`` tells cheaply whether any other connection, of this
-process or another, committed since the last look.
+also across processes. SQLite's ``data_version`` tells cheaply whether any other connection,
+of this process or another, committed since the last look.
 """
 
 from __future__ import annotations
@@ -60,22 +60,30 @@ class ThreadConnections:
 
 
 class ChangeWatch:
-    """Whether a database changed: ``version()`` differs after any other connection's commit."""
+    """Whether a database changed: ``version()`` differs after any other connection's commit.
+
+    Each thread looks through a connection of its own (no lock to queue on); whichever
+    thread notices a commit first moves the shared generation on for all.
+    """
 
     def __init__(self, path: Path) -> None:
+        self._connections = ThreadConnections(path)
+        self._local = threading.local()
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=READ_TIMEOUT, check_same_thread=False)
+        self._generation = 0
 
     def version(self) -> int:
-        """SQLite's ``data_version`` as this (never writing) connection sees it."""
-        with self._lock:
-            row = self._db.execute("PRAGMA data_version").fetchone()
-        return int(row[0])
+        """A number that differs after any commit by another connection or process."""
+        seen = self._connections.get().execute("PRAGMA data_version").fetchone()[0]
+        if getattr(self._local, "seen", None) != seen:
+            self._local.seen = seen
+            with self._lock:
+                self._generation += 1
+        return self._generation
 
     def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
-            self._db.close()
+        """Close the connections."""
+        self._connections.close()
 
 
 def check_writable(path: Path) -> None:

@@ -213,3 +213,30 @@ def test_callback_replays_and_late_failures(tmp_path: Path) -> None:
     kinds = [e.kind for e in timeline.events("web01", 1)]
     assert kinds == [FAILED, REARMED, "installed", "firstboot", "ready", LATE_FAILURE]
     timeline.close()
+
+
+def test_every_thread_sees_a_commit_by_another_process(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    seen_before: list[tuple[int, int]] = []
+    committed = threading.Event()
+    ready = threading.Barrier(THREADS + 1)
+    changed: list[bool] = []
+
+    def work(i: int) -> None:
+        seen_before.append(state.version())
+        ready.wait()
+        committed.wait(30)
+        changed.append(state.version() not in seen_before)
+
+    pool = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
+    for thread in pool:
+        thread.start()
+    ready.wait()
+    script = "import sys\nfrom pathlib import Path\nfrom photonkick.server.state import StateDir\n"
+    script += "StateDir(Path(sys.argv[1])).next_build('web01')\n"
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=60)
+    committed.set()
+    for thread in pool:
+        thread.join(30)
+    assert changed == [True] * THREADS
+    state.close()
