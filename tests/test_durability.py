@@ -150,7 +150,9 @@ def check_recovered(serve: ServeProcess, host: int, source: str) -> None:
     assert ("config", source) in kinds and ("kickstart", "127.0.0.1") in kinds, kinds
     assert [kind for kind, _ in kinds].count("installed") == 1, kinds
     assert b"LOCALBOOT 0" in serve.tftp(config_name(host), source)
-    assert serve.log_text().count(f"{name}: installed not stored") == 1, serve.log_text()
+    logged = serve.log_text()
+    assert logged.count(f"{name}: installed not stored") == 1, logged
+    assert logged.count("timeline: cannot write to the database") == 1, logged
 
 
 def test_a_write_locked_database_does_not_stop_booting(serve: ServeProcess) -> None:
