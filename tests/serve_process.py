@@ -133,20 +133,12 @@ class ServeProcess:
 
     def tftp(self, name: str, source: str = "127.0.0.1") -> bytes:
         """Fetch a file with curl's TFTP client from address ``source``."""
-        out = self.root / "tftp.out"
-        out.unlink(missing_ok=True)
-        subprocess.run(
-            [
-                "curl",
-                "-sS",
-                "--fail",
-                "--interface",
-                source,
-                "-o",
-                str(out),
-                f"tftp://127.0.0.1:{self.tftp_port}/{name}",
-            ],
-            check=True,
-            timeout=30,
-        )
-        return out.read_bytes()
+        return curl_tftp(self.tftp_port, name, self.root / "tftp.out", "--interface", source)
+
+
+def curl_tftp(port: int, name: str, out: Path, *options: str) -> bytes:
+    """Fetch ``name`` from a TFTP server on loopback ``port`` with curl, through ``out``."""
+    out.unlink(missing_ok=True)
+    url = f"tftp://127.0.0.1:{port}/{name}"
+    subprocess.run(["curl", "-sS", "--fail", *options, "-o", str(out), url], check=True, timeout=30)
+    return out.read_bytes()
