@@ -431,6 +431,7 @@ HOST_FIELDS: dict[str, Field] = {
     "containers": Field(containers, ()),
     "registries": Field(list_of(registry), ()),
     "docker": Field(boolean),
+    "update": Field(boolean, False),
     "vm": Field(vm, VmSize),
     "postinstall": Field(script_lines, ()),
     "kickstart": Field(raw_kickstart, ()),
@@ -458,5 +459,35 @@ def build_host(reader: Reader, node: Map, path: str) -> Host | None:
     elif not v["docker"] and v["containers"]:
         reader.fail(node.items["docker"].loc, f"{path}.docker", "containers need docker: true")
         return None
+    if v["firmware"] == "efi":
+        problem = efi_partition_problem([(p.mountpoint, p.size) for p in v["partitions"]])
+        if problem is not None:
+            index, message = problem
+            parts = node.items["partitions"]
+            loc = parts.items[index].loc if isinstance(parts, Seq) else parts.loc
+            reader.fail(loc, f"{path}.partitions[{index}]", message, EFI_PARTITION_HINT)
+            return None
     v["profiles"] = v.pop("profile")
     return Host(**v)
+
+
+EFI_PARTITION_HINT = (
+    "the installer numbers partitions in list order and registers partition 1 as the EFI "
+    "boot entry; move /boot/efi to the top of the list, or leave it out and the installer "
+    "adds one"
+)
+
+
+def efi_partition_problem(parts: list[tuple[str | None, int | None]]) -> tuple[int, str] | None:
+    """For efi firmware: where a given /boot/efi partition breaks the EFI boot entry, and why.
+
+    ``parts`` are (mountpoint, size) in list order. The installer places ``size: 0`` last.
+    """
+    for index, (mountpoint, size) in enumerate(parts):
+        if mountpoint != "/boot/efi":
+            continue
+        if index != 0:
+            return index, "with firmware efi, /boot/efi must be the first partition"
+        if size == 0:
+            return index, "/boot/efi needs a fixed size (the installer puts size 0 last)"
+    return None

@@ -9,6 +9,8 @@ from __future__ import annotations
 INSTALLER_VERSIONS = ("2.3", "2.7", "2.8", "2.9")
 RELEASES = ("4.0", "5.0")
 LINUX_FLAVORS = ("linux", "linux-esx", "linux-aws", "linux-secure", "linux-rt")
+KERNEL_SUBPACKAGES = ("devel", "drivers", "docs", "oprofile", "dtb")
+"""Suffixes of a flavor's own packages (``linux-esx-devel``), as the installer filters them."""
 FILESYSTEMS = ("ext4", "xfs", "btrfs", "vfat", "swap")
 
 _COMMON = frozenset(
@@ -38,10 +40,26 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
 }
 """Kickstart keys each installer version accepts (installer.py ``known_keys``)."""
 
+CRYPT_SCHEMES: dict[str, tuple[str, ...]] = {
+    "4.0": ("1", "5", "6"),
+    "5.0": ("1", "5", "6", "y", "gy", "2a", "2b", "2y", "7"),
+}
+"""crypt(3) prefixes each release can verify: 4.0's glibc 2.32 has no libxcrypt."""
+
+DISKS_SINCE = ("2.7", "2.8", "2.9")
+"""Installer versions that read ``disks`` (and log that ``disk`` will be deprecated)."""
+
 FORBIDDEN_KEYS: dict[str, str] = {
     "public_key": "it adds the key to root and rewrites sshd to 'PermitRootLogin yes'; "
     "give the key to a user under 'users' instead",
     "postinstall": "use the host key 'postinstall'; photonkick adds its own lines around it",
     "hostname": "use the host key 'name'",
+    "packages": "it replaces the package list photonkick computes, dropping the kernel flavor "
+    "and curl, sudo and docker, which its scripts need; use the host key 'packages' (or "
+    "'additional_packages' here)",
+    "linux_flavor": "use the host key 'linux_flavor', which also puts that kernel in the packages",
+    "linux_flavor_x86_64": "use the host key 'linux_flavor'",
+    "linux_flavor_aarch64": "use the host key 'linux_flavor'",
+    "disk": "use the host key 'disk'",
 }
 """Raw kickstart keys a spec may not set, with the reason."""

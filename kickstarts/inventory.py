@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from photonkick.kickstarts.errors import Problem, SpecError
+from photonkick.kickstarts.errors import Location, Problem, SpecError
 from photonkick.kickstarts.fields import (
     Field,
     Invalid,
@@ -21,13 +21,21 @@ from photonkick.kickstarts.fields import (
     secret,
     text,
 )
-from photonkick.kickstarts.hosts import HOST_FIELDS, PER_HOST_ONLY, build_host
+from photonkick.kickstarts.hosts import (
+    EFI_PARTITION_HINT,
+    HOST_FIELDS,
+    PER_HOST_ONLY,
+    build_host,
+    efi_partition_problem,
+)
 from photonkick.kickstarts.installer import (
+    CRYPT_SCHEMES,
     FORBIDDEN_KEYS,
     INSTALLER_VERSIONS,
     KNOWN_KEYS,
     RELEASES,
 )
+from photonkick.kickstarts.secrets import Secret
 from photonkick.kickstarts.source import Map, Node, Scalar, Seq, load_yaml_file, parse_yaml
 from photonkick.kickstarts.spec import Host, Inventory, Photon, ServerUrls, Vsphere
 
@@ -220,7 +228,7 @@ def _build_hosts(
         host = build_host(reader, merged, where)
         if host is None:
             continue
-        if _check_host(reader, host, node, where, photon, names, macs, i):
+        if _check_host(reader, host, merged, where, photon, names, macs, i):
             hosts.append(host)
     return hosts
 
@@ -300,13 +308,59 @@ def _check_host(
         )
         ok = False
     ok = _check_raw_kickstart(reader, host, node, where, photon) and ok
+    ok = _check_password_schemes(reader, host, node, where, photon) and ok
+    return ok
+
+
+def _value_loc(node: Node, *keys: str | int) -> Location:
+    """The location of the value at ``keys`` below ``node``, or of the deepest node found."""
+    for key in keys:
+        if isinstance(node, Map) and isinstance(key, str) and key in node.items:
+            node = node.items[key]
+        elif isinstance(node, Seq) and isinstance(key, int) and key < len(node.items):
+            node = node.items[key]
+        else:
+            break
+    return node.loc
+
+
+def crypt_scheme(hashed: str) -> str | None:
+    """The crypt(3) scheme id of a hash (``$6$...`` -> ``6``); None for ``*`` or ``!``."""
+    return hashed.split("$")[1] if hashed.startswith("$") else None
+
+
+def _check_password_schemes(
+    reader: Reader, host: Host, node: Map, where: str, photon: Photon
+) -> bool:
+    """Hashes the release's libc can verify: a user with any other can never log in."""
+    allowed = CRYPT_SCHEMES[photon.release]
+    hashes: list[tuple[tuple[str | int, ...], Secret | None]] = [
+        (("root", "password_hash"), host.root.password_hash)
+    ]
+    hashes += [(("users", i, "password_hash"), u.password_hash) for i, u in enumerate(host.users)]
+    ok = True
+    for keys, hashed in hashes:
+        scheme = crypt_scheme(hashed.reveal()) if hashed is not None else None
+        if scheme is None or scheme in allowed:
+            continue
+        key_path = where + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys)
+        reader.fail(
+            _value_loc(node, *keys),
+            key_path,
+            f"Photon {photon.release} cannot verify ${scheme}$ hashes, so this password never "
+            "works",
+            "use one of "
+            + ", ".join(f"${s}$" for s in allowed)
+            + "; make one with: openssl passwd -6",
+        )
+        ok = False
     return ok
 
 
 def _check_raw_kickstart(reader: Reader, host: Host, node: Map, where: str, photon: Photon) -> bool:
     if not host.kickstart:
         return True
-    ks_node = node.items.get("kickstart")
+    ks_node = node.items.get("kickstart", node)
     ok = True
     known = KNOWN_KEYS[photon.installer]
     for key, _ in host.kickstart:
@@ -321,7 +375,46 @@ def _check_raw_kickstart(reader: Reader, host: Host, node: Map, where: str, phot
                 f"installer {photon.installer} does not know this key",
             )
             ok = False
+        else:
+            ok = _check_raw_value(reader, host, ks_node, f"{where}.kickstart", key) and ok
     return ok
+
+
+def _check_raw_value(reader: Reader, host: Host, ks_node: Node, where: str, key: str) -> bool:
+    """Raw keys photonkick combines with its own: ``disks`` and ``partitions``."""
+    value = dict(host.kickstart)[key]
+    if key == "disks":
+        if not isinstance(value, dict) or not all(
+            isinstance(d, dict) and isinstance(d.get("device"), str) for d in value.values()
+        ):
+            reader.fail(
+                _value_loc(ks_node, key), f"{where}.disks", "expected {id: {device: /dev/...}}"
+            )
+            return False
+        if "default" in value:
+            reader.fail(
+                _value_loc(ks_node, key, "default"),
+                f"{where}.disks.default",
+                "the default disk is the host key 'disk'",
+                "photonkick writes it; give only the extra disks here",
+            )
+            return False
+    if key == "partitions" and host.firmware == "efi" and isinstance(value, list):
+        parts = [
+            (p.get("mountpoint"), p.get("size")) if isinstance(p, dict) else (None, None)
+            for p in value
+        ]
+        problem = efi_partition_problem(parts)
+        if problem is not None:
+            index, message = problem
+            reader.fail(
+                _value_loc(ks_node, key, index),
+                f"{where}.partitions[{index}]",
+                message,
+                EFI_PARTITION_HINT,
+            )
+            return False
+    return True
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -10,11 +9,16 @@ from typing import Any
 import jinja2
 
 from photonkick.kickstarts.errors import RenderError
-from photonkick.kickstarts.installer import KNOWN_KEYS
+from photonkick.kickstarts.host_secrets import container_env_path, secrets_fragment
+from photonkick.kickstarts.installer import (
+    DISKS_SINCE,
+    KERNEL_SUBPACKAGES,
+    KNOWN_KEYS,
+    LINUX_FLAVORS,
+)
 from photonkick.kickstarts.network import network_config
-from photonkick.kickstarts.passwords import derived_salt, sha512_crypt_hash
-from photonkick.kickstarts.secrets import REDACTED, Secret
-from photonkick.kickstarts.spec import Container, Host, Inventory, User
+from photonkick.kickstarts.secrets import REDACTED
+from photonkick.kickstarts.spec import Container, Host, Inventory
 from photonkick.kickstarts.tokens import callback_base, host_token
 from photonkick.templates import render, systemd_quote
 
@@ -42,43 +46,44 @@ class BuildInfo:
 
 @dataclass(frozen=True)
 class _View:
-    """Turns secrets into text, or into a placeholder when redacting."""
+    """Whether tokens (and embedded secrets) are shown or replaced by a placeholder."""
 
     redact: bool
 
-    def text(self, value: str | Secret) -> str:
-        if isinstance(value, Secret):
-            return REDACTED if self.redact else value.reveal()
-        return value
-
 
 def build_kickstart(
-    host: Host, inventory: Inventory, build: BuildInfo, *, redact: bool = False
+    host: Host,
+    inventory: Inventory,
+    build: BuildInfo,
+    *,
+    redact: bool = False,
+    embed_secrets: bool = False,
 ) -> dict[str, Any]:
     """The kickstart for one host as a dict of installer keys.
 
-    With ``redact`` every secret (hashes, registry passwords, env secrets, the token) is
-    replaced by a placeholder, for showing to people.
+    It carries no secret: its postinstall fetches them once from photonkick (see
+    ``photonkick.kickstarts.host_secrets``). ``embed_secrets`` puts them in the kickstart
+    instead, for installs where photonkick cannot be reached. With ``redact`` the tokens (and
+    embedded secrets) are replaced by a placeholder, for showing to people.
     """
     view = _View(redact)
     token = REDACTED if redact else build.token(host.name)
     base = callback_base(inventory.server.url, host.name, token)
+    raw = dict(host.kickstart)
     ks: dict[str, Any] = {
         "hostname": host.name,
-        "disk": host.disk,
+        **disk_keys(host.disk, inventory.photon.installer, raw.pop("disks", None)),
         "bootmode": "efi" if host.firmware == "efi" else "bios",
         "packages": packages(host),
         "linux_flavor": host.linux_flavor,
         "network": network_config(host),
-        "postinstall": _postinstall(host, inventory, build, view, base).splitlines(),
+        "postinstall": _postinstall(host, inventory, build, view, base, embed_secrets).splitlines(),
     }
     if host.partitions:
         ks["partitions"] = [_partition(p) for p in host.partitions]
-    if host.root.allow_login and host.root.password_hash is not None:
-        ks["password"] = {"crypted": True, "text": view.text(host.root.password_hash), "age": -1}
     if host.boot == "iso":
         ks["eject_cdrom"] = True
-    ks.update(dict(host.kickstart))
+    ks.update(raw)
     unknown = set(ks) - KNOWN_KEYS[inventory.photon.installer]
     if unknown:
         raise RenderError(
@@ -88,12 +93,40 @@ def build_kickstart(
     return ks
 
 
+def disk_keys(device: str, installer: str, extra_disks: Any = None) -> dict[str, Any]:
+    """The install disk in the form the installer version reads without complaint.
+
+    2.7 and later read ``disks`` (``disk`` logs that it will be deprecated, and both together
+    are refused); 2.3 knows only ``disk``. Extra disks from a raw ``disks`` key join ours.
+    """
+    if installer not in DISKS_SINCE:
+        # A raw ``disks`` stays, so the known-keys check below refuses it by name.
+        return {"disk": device} if extra_disks is None else {"disk": device, "disks": extra_disks}
+    return {"disks": {"default": {"device": device}, **(extra_disks or {})}}
+
+
+def kernel_flavor_of(package: str) -> str | None:
+    """The kernel flavor a package belongs to (``linux-esx-devel`` -> ``linux-esx``), or None."""
+    name = package.split("=", 1)[0]
+    if name in LINUX_FLAVORS:
+        return name
+    for flavor in sorted(LINUX_FLAVORS, key=len, reverse=True):
+        if name.startswith(flavor + "-") and name[len(flavor) + 1 :] in KERNEL_SUBPACKAGES:
+            return flavor
+    return None
+
+
 def packages(host: Host) -> list[str]:
-    """The host's packages plus what photonkick's own scripts need on the installed system:
-    curl for the callbacks, docker when enabled, sudo when a user gets a sudo rule."""
-    names = list(host.packages)
+    """The host's packages with exactly one kernel, plus what photonkick's own scripts need.
+
+    The chosen ``linux_flavor`` is always listed and the other flavors' packages are dropped:
+    installer 2.3 neither adds the flavor nor keeps any other kernel, so a list naming only
+    another flavor would install none. Then curl for the callbacks, docker when enabled, sudo
+    when a user gets a sudo rule.
+    """
+    names = [p for p in host.packages if kernel_flavor_of(p) in (None, host.linux_flavor)]
     given = {p.split("=", 1)[0] for p in names}
-    needed = ["curl"]
+    needed = [host.linux_flavor, "curl"]
     if host.docker:
         needed.append("docker")
     if any(u.sudo for u in host.users):
@@ -121,22 +154,12 @@ def _partition(part: Any) -> dict[str, Any]:
     return out
 
 
-def _user_hash(user: User, build: BuildInfo, view: _View) -> str:
-    if user.password_hash is not None:
-        return view.text(user.password_hash)
-    if user.password is not None:
-        if view.redact:
-            return REDACTED
-        # One salt per user name for the whole fleet: hashed once, reused by every host.
-        return sha512_crypt_hash(user.password.reveal(), derived_salt(build.secret, user.name))
-    return "*"
-
-
-def _users(host: Host, build: BuildInfo, view: _View) -> list[dict[str, Any]]:
+def _users(host: Host) -> list[dict[str, Any]]:
     users = []
     for user in host.users:
-        password_hash = _user_hash(user, build, view)
-        no_password = password_hash == "*"
+        # Every user starts locked ('*'); the secrets part of the script sets real hashes.
+        password_hash = "*"
+        no_password = user.password_hash is None and user.password is None
         rule = f"{user.name} ALL=(ALL) {'NOPASSWD: ' if no_password else ''}ALL"
         users.append(
             {
@@ -159,7 +182,7 @@ def _container_view(c: Container) -> dict[str, Any]:
     for vol in c.volumes:
         args += ["-v", vol]
     if c.env:
-        args += ["--env-file", f"/etc/photonkick/containers/{c.name}.env"]
+        args += ["--env-file", container_env_path(c.name)]
     args += [c.image, *c.command]
     return {
         "name": c.name,
@@ -171,14 +194,15 @@ def _container_view(c: Container) -> dict[str, Any]:
     }
 
 
-def _file(path: str, content: str, mode: str, *, secret: bool = False) -> dict[str, Any]:
+def _file(path: str, content: str, mode: str) -> dict[str, Any]:
     if not content.endswith("\n"):
         content += "\n"
-    encoded = base64.b64encode(content.encode()).decode() if secret else ""
-    return {"path": path, "content": content, "mode": mode, "secret": secret, "base64": encoded}
+    return {"path": path, "content": content, "mode": mode}
 
 
-def _postinstall(host: Host, inventory: Inventory, build: BuildInfo, view: _View, base: str) -> str:
+def _postinstall(
+    host: Host, inventory: Inventory, build: BuildInfo, view: _View, base: str, embed: bool
+) -> str:
     user_dir = inventory.templates
     containers = [_container_view(c) for c in host.containers]
     ctx: dict[str, Any] = {
@@ -186,6 +210,7 @@ def _postinstall(host: Host, inventory: Inventory, build: BuildInfo, view: _View
         "build": build.build,
         "callback_base": base,
         "docker": host.docker,
+        "update": host.update,
         "containers": containers,
         "registries": host.registries,
     }
@@ -202,21 +227,7 @@ def _postinstall(host: Host, inventory: Inventory, build: BuildInfo, view: _View
                 "0644",
             ),
         ]
-        for i, registry in enumerate(host.registries, start=1):
-            files.append(
-                _file(
-                    f"/etc/photonkick/registry-{i}.password",
-                    view.text(registry.password),
-                    "0600",
-                    secret=True,
-                )
-            )
-        for c, cv in zip(host.containers, containers, strict=True):
-            if c.env:
-                env = "".join(f"{k}={view.text(v)}\n" for k, v in c.env)
-                files.append(
-                    _file(f"/etc/photonkick/containers/{c.name}.env", env, "0600", secret=True)
-                )
+        for cv in containers:
             files.append(
                 _file(
                     f"/etc/systemd/system/{cv['unit']}",
@@ -224,14 +235,21 @@ def _postinstall(host: Host, inventory: Inventory, build: BuildInfo, view: _View
                     "0644",
                 )
             )
-        root_hash = view.text(host.root.password_hash) if host.root.password_hash else "*"
         return render(
             "kickstart/postinstall.sh.j2",
             user_dir,
             **ctx,
-            users=_users(host, build, view),
+            secrets=secrets_fragment(
+                host,
+                inventory.server.url,
+                build.secret,
+                build.build,
+                embed=embed,
+                redact=view.redact,
+            ),
+            users=_users(host),
             root_login=host.root.allow_login,
-            root_hash=root_hash,
+            root_hash="*",
             files=files,
             units=[FIRSTBOOT_UNIT],
             extra_lines=host.postinstall,

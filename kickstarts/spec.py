@@ -108,6 +108,7 @@ class Host:
     containers: tuple[Container, ...] = ()
     registries: tuple[Registry, ...] = ()
     docker: bool = False
+    update: bool = False
     vm: VmSize = field(default_factory=VmSize)
     postinstall: tuple[str, ...] = ()
     kickstart: tuple[tuple[str, Any], ...] = ()

@@ -37,6 +37,8 @@ PHASES = (
 FAILED = "failed"
 CALLBACKS = ("installed", "firstboot", "ready")
 """The phases a host reports itself (and `failed`); fetches never make one of them stale."""
+ALARM = "alarm"
+"""A refused secrets fetch: someone else may hold the build's secrets."""
 REARMED = "rearmed"
 LATE_FAILURE = "failed_after_ready"
 """A `failed` callback after `ready` of the same build: kept, but it changes nothing."""

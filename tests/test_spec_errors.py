@@ -334,3 +334,125 @@ def test_https_server_needs_a_plain_http_boot_url(write_spec: Callable[[str], Pa
         "https (add server.boot_url: http://... for boot files (kickstarts and callbacks "
         "still use the https url))"
     ]
+
+
+def test_raw_keys_that_would_undo_photonkick_are_refused(
+    write_spec: Callable[[str], Path],
+) -> None:
+    spec = write_spec(
+        """
+        photon: {installer: "2.7"}
+        server: {url: https://pk.example, boot_url: "http://192.0.2.1:8080"}
+        defaults:
+          kickstart:
+            packages: [minimal]
+        hosts:
+          - name: a
+            mac: "00:50:56:00:00:01"
+            kickstart:
+              disk: /dev/sdb
+              linux_flavor: linux
+              disks: {default: {device: /dev/sdb}}
+          - name: b
+            mac: "00:50:56:00:00:02"
+            kickstart:
+              disks: {data: /dev/sdc}
+        """
+    )
+    assert problems(spec) == [
+        "F:5:5: hosts[0].kickstart.packages: not allowed (it replaces the package list "
+        "photonkick computes, dropping the kernel flavor and curl, sudo and docker, which its "
+        "scripts need; use the host key 'packages' (or 'additional_packages' here))",
+        "F:10:7: hosts[0].kickstart.disk: not allowed (use the host key 'disk')",
+        "F:11:7: hosts[0].kickstart.linux_flavor: not allowed (use the host key "
+        "'linux_flavor', which also puts that kernel in the packages)",
+        "F:12:24: hosts[0].kickstart.disks.default: the default disk is the host key 'disk' "
+        "(photonkick writes it; give only the extra disks here)",
+        "F:16:14: hosts[1].kickstart.disks: expected {id: {device: /dev/...}}",
+    ]
+
+
+def test_efi_partition_must_come_first(write_spec: Callable[[str], Path]) -> None:
+    spec = write_spec(
+        """
+        server: {url: https://pk.example, boot_url: "http://192.0.2.1:8080"}
+        defaults:
+          partitions:
+            - {mountpoint: /, size: 0}
+            - {mountpoint: /boot/efi, size: 100, filesystem: vfat}
+        hosts:
+          - {name: a, mac: "00:50:56:00:00:01"}
+          - {name: b, mac: "00:50:56:00:00:02", firmware: bios}
+          - name: c
+            mac: "00:50:56:00:00:03"
+            partitions:
+              - {mountpoint: /, size: 8192}
+              - {mountpoint: /boot/efi, size: 0, filesystem: vfat}
+          - name: d
+            mac: "00:50:56:00:00:04"
+            partitions:
+              - {mountpoint: /boot/efi, size: 0, filesystem: vfat}
+              - {mountpoint: /, size: 8192}
+          - name: e
+            mac: "00:50:56:00:00:05"
+            partitions: [{mountpoint: /, size: 0}]
+            kickstart:
+              partitions:
+                - {mountpoint: /, size: 0}
+                - {mountpoint: /boot/efi, size: 64, filesystem: vfat}
+        """
+    )
+    hint = (
+        " (the installer numbers partitions in list order and registers partition 1 as the "
+        "EFI boot entry; move /boot/efi to the top of the list, or leave it out and the "
+        "installer adds one)"
+    )
+    assert problems(spec) == [
+        "F:5:7: hosts[0].partitions[1]: with firmware efi, /boot/efi must be the first "
+        "partition" + hint,
+        "F:13:9: hosts[2].partitions[1]: with firmware efi, /boot/efi must be the first "
+        "partition" + hint,
+        "F:17:9: hosts[3].partitions[0]: /boot/efi needs a fixed size (the installer puts "
+        "size 0 last)" + hint,
+        "F:25:11: hosts[4].kickstart.partitions[1]: with firmware efi, /boot/efi must be the "
+        "first partition" + hint,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("release", "scheme", "accepted"),
+    [
+        ("4.0", "6", True),
+        ("4.0", "5", True),
+        ("4.0", "y", False),
+        ("4.0", "2b", False),
+        ("5.0", "y", True),
+        ("5.0", "gy", True),
+        ("5.0", "7", True),
+    ],
+)
+def test_password_schemes_follow_the_release(
+    write_spec: Callable[[str], Path], release: str, scheme: str, accepted: bool
+) -> None:
+    hashed = f"${scheme}$abc$def"
+    spec = write_spec(
+        f"""
+        photon: {{release: "{release}"}}
+        server: {{url: https://pk.example, boot_url: "http://192.0.2.1:8080"}}
+        hosts:
+          - name: a
+            mac: "00:50:56:00:00:01"
+            users: [{{name: ops, password_hash: "{hashed}"}}]
+            root: {{allow_login: true, password_hash: "{hashed}"}}
+        """
+    )
+    if accepted:
+        assert load_inventory(spec, {}).hosts[0].users[0].password_hash is not None
+        return
+    hint = "(use one of $1$, $5$, $6$; make one with: openssl passwd -6)"
+    assert problems(spec) == [
+        f"F:6:40: hosts[0].users[0].password_hash: Photon 4.0 cannot verify ${scheme}$ "
+        f"hashes, so this password never works {hint}",
+        f"F:7:46: hosts[0].root.password_hash: Photon 4.0 cannot verify ${scheme}$ hashes, "
+        f"so this password never works {hint}",
+    ]
