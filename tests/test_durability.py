@@ -108,6 +108,13 @@ def write_lock(*databases: Path) -> Iterator[None]:
     assert locker.returncode == 0
 
 
+def kickstart_path(config: bytes) -> str:
+    """The kickstart URL path on a boot config's ``ks=``."""
+    found = re.search(rb"ks=http://127\.0\.0\.1:\d+(/ks/\S+\.json)", config)
+    assert found, config
+    return found.group(1).decode()
+
+
 def timed_tftp(serve: ServeProcess, name: str, source: str) -> tuple[bytes, float]:
     start = time.monotonic()
     content = serve.tftp(name, source)
@@ -124,8 +131,7 @@ def check_serving_while_sick(serve: ServeProcess, host: int, source: str) -> Non
     assert content == small.read_bytes() and took < FAST, took
     config, took = timed_tftp(serve, config_name(host), source)
     assert b"DEFAULT install" in config and took < FAST, took
-    path = re.search(rb"ks=http://127\.0\.0\.1:\d+(/ks/\S+\.json)", config).group(1)  # type: ignore[union-attr]
-    status, _, body = serve.request("GET", path.decode())
+    status, _, body = serve.request("GET", kickstart_path(config))
     assert status == 200 and json.loads(body)["hostname"] == name
     for _ in range(3):  # the host's curl retries
         status, headers = serve.callback(name, "installed")
@@ -235,8 +241,7 @@ def test_a_full_file_system_does_not_stop_booting(serve: ServeProcess) -> None:
 def pk_report(serve: ServeProcess, host: int) -> str:
     """The callback function of the host's real postinstall script."""
     config = serve.tftp(config_name(host))
-    path = re.search(rb"ks=http://127\.0\.0\.1:\d+(/ks/\S+\.json)", config).group(1)  # type: ignore[union-attr]
-    status, _, body = serve.request("GET", path.decode())
+    status, _, body = serve.request("GET", kickstart_path(config))
     assert status == 200
     lines = "\n".join(json.loads(body)["postinstall"]).splitlines()
     found = [line for line in lines if line.startswith("pk_report()")]
