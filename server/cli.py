@@ -124,6 +124,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve kickstarts, boot configs and files over HTTP and TFTP; record host timelines."""
     spec, inventory = load_spec(args)
     state = state_for(args, spec)
+    state.check_writable()  # before anything is served: callbacks must be storable
     data = Path(args.data) if args.data else state.path / "releases"
     http_host, http_port = args.http
     tftp_host, tftp_port = args.tftp

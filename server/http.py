@@ -17,12 +17,14 @@ from photonkick.server.log_safety import protect_logs
 from photonkick.server.secrets_gate import SecretsGate
 from photonkick.server.service import BootService
 from photonkick.server.status import HostStatus, host_status
-from photonkick.server.timeline import PHASES
+from photonkick.server.timeline import PHASES, StoreUnavailable
 from photonkick.templates import render
 
 access_log = logging.getLogger("photonkick.server.http")
 MAX_BODY = 256 * 1024
 """The largest request body taken (a callback's failure reason and log tail)."""
+RETRY_AFTER = 5
+"""Seconds a client is asked to wait before it retries what could not be stored."""
 
 
 def create_app(service: BootService, admin_token: str) -> Flask:
@@ -69,6 +71,14 @@ def create_app(service: BootService, admin_token: str) -> Flask:
             except OSError:  # removed or made unreadable since it was found
                 abort(404)
         return Response(found, mimetype=mimetype)
+
+    @app.errorhandler(StoreUnavailable)
+    def not_stored(exc: StoreUnavailable) -> Any:
+        # Nothing is acknowledged that is not on disk: the client (curl --retry) tries again.
+        response = jsonify({"ok": False, "error": "not stored: the state database is unavailable"})
+        response.status_code = 503
+        response.headers["Retry-After"] = str(RETRY_AFTER)
+        return response
 
     @app.get("/ks/<name>/<token>.json")
     def kickstart(name: str, token: str) -> Any:
