@@ -94,6 +94,8 @@ def create_app(service: BootService, admin_token: str) -> Flask:
     @app.post("/cb/<name>/<token>/<event>")
     def callback(name: str, token: str, event: str) -> Any:
         if secrets.callbacks_closed(name, token):
+            if event == "ready":  # a retried ``ready`` whose answer was lost: already stored
+                return jsonify({"ok": True, "replay": True})
             abort(403)
         # The token is checked before the body is read: a forged one never reaches a parser.
         if not service.callback_allowed(name, token, event, client()):

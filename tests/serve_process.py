@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from photonkick.kickstarts.host_secrets import secrets_token
 from photonkick.kickstarts.tokens import host_token
 from photonkick.server.state import SECRET_FILE
 
@@ -109,6 +110,11 @@ class ServeProcess:
         """The host's token, from the state directory's secret."""
         secret = bytes.fromhex((self.state / SECRET_FILE).read_text().strip())
         return host_token(secret, host, build)
+
+    def secrets_path(self, host: str, build: int = 1) -> str:
+        """The URL path of the build's one-time secrets."""
+        secret = bytes.fromhex((self.state / SECRET_FILE).read_text().strip())
+        return f"/ks/{host}/{secrets_token(secret, host, build)}/secrets"
 
     def request(
         self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None

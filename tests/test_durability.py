@@ -133,6 +133,9 @@ def check_serving_while_sick(serve: ServeProcess, host: int, source: str) -> Non
     assert b"DEFAULT install" in config and took < FAST, took
     status, _, body = serve.request("GET", kickstart_path(config))
     assert status == 200 and json.loads(body)["hostname"] == name
+    # The one-time secrets cannot be spent while they cannot be recorded: 503, try again.
+    status, headers, _ = serve.request("GET", serve.secrets_path(name))
+    assert status == 503 and headers["Retry-After"].isdigit(), status
     for _ in range(3):  # the host's curl retries
         status, headers = serve.callback(name, "installed")
         assert status == 503 and headers["Retry-After"].isdigit(), status
@@ -164,7 +167,7 @@ def check_recovered(serve: ServeProcess, host: int, source: str) -> None:
 def test_a_write_locked_database_does_not_stop_booting(serve: ServeProcess) -> None:
     serve.start()
     assert serve.callback("h00", "installed")[0] == 200
-    with write_lock(serve.state / "timeline.db", serve.state / "state.db"):
+    with write_lock(*(serve.state / db for db in ("timeline.db", "state.db", "secrets.db"))):
         check_serving_while_sick(serve, 1, "127.0.0.2")
         assert serve.callback("h03", "installed")[0] == 503  # and this host gives up
     # What was refused is stored by the server itself once the database takes writes again.
@@ -327,11 +330,13 @@ def test_a_build_started_by_another_process_is_served_at_once(serve: ServeProces
 
 def test_replayed_and_late_callbacks_over_http(serve: ServeProcess) -> None:
     """Every replay is answered 200 and stored once; after `ready` the build's callbacks are
-    closed, so a late `failed` changes nothing: the host stays ready and boots locally."""
+    closed but for a retried `ready`, so a late `failed` changes nothing: the host stays ready
+    and boots locally."""
     serve.start()
     for event in ("installed", "installed", "firstboot", "installed", "firstboot", "ready"):
         assert serve.callback("h00", event)[0] == 200, event
-    for event in ("ready", "failed"):
+    assert serve.callback("h00", "ready")[0] == 200
+    for event in ("installed", "failed"):
         assert serve.callback("h00", event, b"reason=replayed+or+forged")[0] == 403, event
     shown = host_json(serve, "h00")
     assert shown["phase"] == "ready" and shown["failed"] is None, shown
