@@ -120,6 +120,9 @@ class Photon:
 
     release: str = "5.0"
     installer: str = "2.7"
+    installer_from: str = "spec"
+    """Where ``installer`` came from: ``spec``, ``iso`` (auto, from the imported initrd) or
+    ``assumed`` (auto with no ISO of the release imported yet)."""
 
 
 @dataclass(frozen=True)

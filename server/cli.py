@@ -32,6 +32,8 @@ from photonkick.server.loaders import loader_files, loader_report
 from photonkick.server.output import write_tree
 from photonkick.server.serve import BootServer, Listen, serve_forever
 
+INSTALLER_FROM = {"spec": "", "iso": " (from the imported ISO)", "assumed": " (assumed)"}
+
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate a spec and print every problem at once."""
@@ -39,7 +41,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     name = "bundled example" if args.example else str(spec)
     print(
         f"{name}: {len(inventory.hosts)} hosts, Photon {inventory.photon.release}, "
-        f"installer {inventory.photon.installer}: OK\n"
+        f"installer {inventory.photon.installer}{INSTALLER_FROM[inventory.photon.installer_from]}"
+        ": OK\n"
     )
     print(dhcp_instructions(inventory))
     return EXIT_OK

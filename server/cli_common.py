@@ -11,6 +11,7 @@ from pathlib import Path
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.spec import Host, Inventory
 from photonkick.kickstarts.warnings import inventory_warnings
+from photonkick.server.release_installer import imported_installers
 from photonkick.server.state import StateDir
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -29,6 +30,15 @@ def spec_path(args: argparse.Namespace) -> Path:
     return Path(args.spec)
 
 
+def releases_dir(args: argparse.Namespace, spec: Path) -> Path:
+    """Where imported releases are: ``--data``, else ``releases/`` in the state directory."""
+    if getattr(args, "data", None):
+        return Path(args.data)
+    if args.state:
+        return Path(args.state) / "releases"
+    return (Path.cwd() if args.example else spec.parent) / ".photonkick" / "releases"
+
+
 def state_for(args: argparse.Namespace, spec: Path) -> StateDir:
     if args.state:
         return StateDir(Path(args.state))
@@ -38,7 +48,7 @@ def state_for(args: argparse.Namespace, spec: Path) -> StateDir:
 
 def load_spec(args: argparse.Namespace) -> tuple[Path, Inventory]:
     spec = spec_path(args)
-    inventory = load_inventory(spec)
+    inventory = load_inventory(spec, imported=imported_installers(releases_dir(args, spec)))
     for warning in inventory_warnings(inventory):
         print(f"warning: {warning}", file=sys.stderr)
     return spec, inventory

@@ -24,6 +24,7 @@ from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.spec import Inventory
 from photonkick.server.http import create_app
 from photonkick.server.loaders import loader_files
+from photonkick.server.release_installer import imported_installers
 from photonkick.server.service import BootService
 from photonkick.server.state import StateDir
 from photonkick.server.tftp import TftpServer
@@ -63,6 +64,7 @@ class BootServer:
         self, spec: Path, inventory: Inventory, state: StateDir, data_dir: Path, listen: Listen
     ) -> None:
         self.spec = spec
+        self.data_dir = data_dir
         self.timeline = Timeline(state.path / "timeline.db")
         try:
             loaders = loader_files(state.path / "cache")
@@ -107,7 +109,7 @@ class BootServer:
     def reload(self) -> bool:
         """Load the spec again; on errors keep serving the last good one and log them."""
         try:
-            inventory = load_inventory(self.spec)
+            inventory = load_inventory(self.spec, imported=imported_installers(self.data_dir))
             self.service.reload(inventory)
         except SpecError as exc:
             for problem in exc.problems:
