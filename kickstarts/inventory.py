@@ -21,6 +21,7 @@ from photonkick.kickstarts.fields import (
     secret,
     text,
 )
+from photonkick.kickstarts.hooks import webhooks_parser
 from photonkick.kickstarts.hosts import (
     EFI_PARTITION_HINT,
     HOST_FIELDS,
@@ -118,6 +119,7 @@ SERVER_FIELDS = {
     "boot_url": Field(plain_http_url),
     "kickstart_after_install": Field(boolean, False),
     "bind_kickstart_to_boot_ip": Field(boolean, False),
+    "webhooks": Field(webhooks_parser(http_url), ()),
 }
 
 

@@ -29,6 +29,7 @@ from photonkick.server.service import BootService
 from photonkick.server.state import StateDir
 from photonkick.server.tftp import TftpServer
 from photonkick.server.timeline import Timeline
+from photonkick.server.webhooks import WebhookDispatcher
 
 log = logging.getLogger("photonkick.server")
 ADMIN_TOKEN_FILE = "admin-token"
@@ -66,6 +67,8 @@ class BootServer:
         self.spec = spec
         self.data_dir = data_dir
         self.timeline = Timeline(state.path / "timeline.db")
+        self.webhooks = WebhookDispatcher(self.timeline, inventory.server.webhooks)
+        self.timeline.subscribe(self.webhooks.offer)
         try:
             loaders = loader_files(state.path / "cache")
             self.service = BootService(inventory, state, self.timeline, data_dir, loaders)
@@ -76,6 +79,7 @@ class BootServer:
             )
             self.tftp = _start_tftp(self.service, listen)
         except BaseException:
+            self.webhooks.close()
             self.timeline.close()
             raise
         self._spec_mtime = _mtime(spec)
@@ -111,6 +115,7 @@ class BootServer:
         try:
             inventory = load_inventory(self.spec, imported=imported_installers(self.data_dir))
             self.service.reload(inventory)
+            self.webhooks.configure(inventory.server.webhooks)
         except SpecError as exc:
             for problem in exc.problems:
                 log.error("spec not reloaded: %s", problem)
@@ -139,6 +144,7 @@ class BootServer:
         if not self._threads:  # never started: the listening socket is still open
             wasyncore.close_all(self._http._map, ignore_all=True)
         self._http.task_dispatcher.shutdown()
+        self.webhooks.close()
         self.timeline.close()
 
 

@@ -84,6 +84,7 @@ class Timeline:
         """Counts netboot-state changes made through this object, so caches can tell."""
         self._changed = threading.Condition()
         self._pending: list[Event] = []
+        self._listeners: list[Callable[[Event], None]] = []
         self._db = sqlite3.connect(database, timeout=30, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         # WAL with NORMAL stays consistent on a crash; a power cut may lose the last events.
@@ -112,7 +113,17 @@ class Timeline:
         self._wake.set()
         with self._changed:
             self._changed.notify_all()
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a listener must never break recording
+                log.exception("timeline listener failed on %s of %s", kind, host)
         return event
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener(event)`` for every event recorded from now on, on the recording
+        thread: it must return at once (queue the work, never do it)."""
+        self._listeners.append(listener)
 
     def flush(self) -> None:
         """Write the pending events now."""
