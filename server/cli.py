@@ -27,6 +27,7 @@ from photonkick.server.cli_common import (
     state_for,
 )
 from photonkick.server.cli_fleet import cmd_down, cmd_rebuild, cmd_status, cmd_up
+from photonkick.server.cli_inventory import add_inventory_arguments, cmd_inventory
 from photonkick.server.cli_iso import cmd_import_iso, cmd_iso
 from photonkick.server.loaders import loader_files, loader_report
 from photonkick.server.output import write_tree
@@ -217,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--all", action="store_true", help="every host of the spec")
     status = verb("status", cmd_status)
     status.add_argument("--offline", action="store_true", help="timelines only, no vSphere")
+    add_inventory_arguments(verb("inventory", cmd_inventory))
     verb("doctor", cmd_doctor, spec=False).add_argument("--state", metavar="DIR")
     verb("example", cmd_example, spec=False)
     return parser

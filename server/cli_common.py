@@ -34,16 +34,18 @@ def releases_dir(args: argparse.Namespace, spec: Path) -> Path:
     """Where imported releases are: ``--data``, else ``releases/`` in the state directory."""
     if getattr(args, "data", None):
         return Path(args.data)
+    return state_path(args, spec) / "releases"
+
+
+def state_path(args: argparse.Namespace, spec: Path) -> Path:
+    """The state directory's path (``--state``, else ``.photonkick/`` beside the spec)."""
     if args.state:
-        return Path(args.state) / "releases"
-    return (Path.cwd() if args.example else spec.parent) / ".photonkick" / "releases"
+        return Path(args.state)
+    return (Path.cwd() if args.example else spec.parent) / ".photonkick"
 
 
 def state_for(args: argparse.Namespace, spec: Path) -> StateDir:
-    if args.state:
-        return StateDir(Path(args.state))
-    base = Path.cwd() if args.example else spec.parent
-    return StateDir(base / ".photonkick")
+    return StateDir(state_path(args, spec))
 
 
 def load_spec(args: argparse.Namespace) -> tuple[Path, Inventory]:
