@@ -14,12 +14,11 @@ the copied initrd (see initrd_version) and adds an ``installer`` entry to ``mani
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from photonkick.kickstarts.installer import ImportedInstaller
+from photonkick.server._isofs import write_atomically
 from photonkick.server.initrd_version import InitrdError, installer_version
 from photonkick.server.iso_import import INITRD, MANIFEST, read_manifest
 
@@ -75,16 +74,6 @@ def _from_entry(root: Path, manifest: dict[str, Any]) -> ImportedInstaller:
 
 
 def _replace_json(path: Path, data: dict[str, Any]) -> None:
-    """Rewrite ``path`` through a synced temporary file, so readers see old or new whole."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(data, out, indent=2, sort_keys=True)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Rewrite ``path`` whole, so readers see the old or the new manifest, never a part."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    write_atomically(path, lambda out: out.write(text.encode()))

@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 
 from photonkick.kickstarts.errors import SpecError
-from photonkick.kickstarts.hooks import Webhook
+from photonkick.kickstarts.hooks import WEBHOOK_EVENTS, Webhook
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.secrets import Secret
 from photonkick.kickstarts.tokens import host_token
 from photonkick.server.serve import BootServer, Listen
 from photonkick.server.state import StateDir
-from photonkick.server.timeline import Timeline
+from photonkick.server.timeline import FAILED, PHASES, REARMED, Timeline
 from photonkick.server.webhooks import Delivery, WebhookDispatcher
 
 SECRET = "whsec-4b1d-not-for-logs"
@@ -355,3 +355,8 @@ def test_webhook_spec_defaults(tmp_path: Path) -> None:
     (hook,) = load_inventory(spec, {"S": SECRET}).server.webhooks
     assert hook.events == ("ready", "failed") and hook.secret.reveal() == SECRET
     assert SECRET not in repr(hook)
+
+
+def test_webhook_events_are_the_timelines_phases_failed_and_rearmed() -> None:
+    # The spec model cannot import the server's timeline; this keeps the two lists one.
+    assert WEBHOOK_EVENTS == (*PHASES, FAILED, REARMED)
