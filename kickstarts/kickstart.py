@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import jinja2
 
 from photonkick.kickstarts.errors import RenderError
+from photonkick.kickstarts.host_secrets import container_env_path, secrets_fragment
 from photonkick.kickstarts.installer import (
     DISKS_SINCE,
     KERNEL_SUBPACKAGES,
@@ -17,9 +17,8 @@ from photonkick.kickstarts.installer import (
     LINUX_FLAVORS,
 )
 from photonkick.kickstarts.network import network_config
-from photonkick.kickstarts.passwords import derived_salt, sha512_crypt_hash
-from photonkick.kickstarts.secrets import REDACTED, Secret
-from photonkick.kickstarts.spec import Container, Host, Inventory, User
+from photonkick.kickstarts.secrets import REDACTED
+from photonkick.kickstarts.spec import Container, Host, Inventory
 from photonkick.kickstarts.tokens import callback_base, host_token
 from photonkick.templates import render, systemd_quote
 
@@ -47,23 +46,25 @@ class BuildInfo:
 
 @dataclass(frozen=True)
 class _View:
-    """Turns secrets into text, or into a placeholder when redacting."""
+    """Whether tokens (and embedded secrets) are shown or replaced by a placeholder."""
 
     redact: bool
 
-    def text(self, value: str | Secret) -> str:
-        if isinstance(value, Secret):
-            return REDACTED if self.redact else value.reveal()
-        return value
-
 
 def build_kickstart(
-    host: Host, inventory: Inventory, build: BuildInfo, *, redact: bool = False
+    host: Host,
+    inventory: Inventory,
+    build: BuildInfo,
+    *,
+    redact: bool = False,
+    embed_secrets: bool = False,
 ) -> dict[str, Any]:
     """The kickstart for one host as a dict of installer keys.
 
-    With ``redact`` every secret (hashes, registry passwords, env secrets, the token) is
-    replaced by a placeholder, for showing to people.
+    It carries no secret: its postinstall fetches them once from photonkick (see
+    ``photonkick.kickstarts.host_secrets``). ``embed_secrets`` puts them in the kickstart
+    instead, for installs where photonkick cannot be reached. With ``redact`` the tokens (and
+    embedded secrets) are replaced by a placeholder, for showing to people.
     """
     view = _View(redact)
     token = REDACTED if redact else build.token(host.name)
@@ -76,12 +77,10 @@ def build_kickstart(
         "packages": packages(host),
         "linux_flavor": host.linux_flavor,
         "network": network_config(host),
-        "postinstall": _postinstall(host, inventory, build, view, base).splitlines(),
+        "postinstall": _postinstall(host, inventory, build, view, base, embed_secrets).splitlines(),
     }
     if host.partitions:
         ks["partitions"] = [_partition(p) for p in host.partitions]
-    if host.root.allow_login and host.root.password_hash is not None:
-        ks["password"] = {"crypted": True, "text": view.text(host.root.password_hash), "age": -1}
     if host.boot == "iso":
         ks["eject_cdrom"] = True
     ks.update(raw)
@@ -155,22 +154,12 @@ def _partition(part: Any) -> dict[str, Any]:
     return out
 
 
-def _user_hash(user: User, build: BuildInfo, view: _View) -> str:
-    if user.password_hash is not None:
-        return view.text(user.password_hash)
-    if user.password is not None:
-        if view.redact:
-            return REDACTED
-        # One salt per user name for the whole fleet: hashed once, reused by every host.
-        return sha512_crypt_hash(user.password.reveal(), derived_salt(build.secret, user.name))
-    return "*"
-
-
-def _users(host: Host, build: BuildInfo, view: _View) -> list[dict[str, Any]]:
+def _users(host: Host) -> list[dict[str, Any]]:
     users = []
     for user in host.users:
-        password_hash = _user_hash(user, build, view)
-        no_password = password_hash == "*"
+        # Every user starts locked ('*'); the secrets part of the script sets real hashes.
+        password_hash = "*"
+        no_password = user.password_hash is None and user.password is None
         rule = f"{user.name} ALL=(ALL) {'NOPASSWD: ' if no_password else ''}ALL"
         users.append(
             {
@@ -193,7 +182,7 @@ def _container_view(c: Container) -> dict[str, Any]:
     for vol in c.volumes:
         args += ["-v", vol]
     if c.env:
-        args += ["--env-file", f"/etc/photonkick/containers/{c.name}.env"]
+        args += ["--env-file", container_env_path(c.name)]
     args += [c.image, *c.command]
     return {
         "name": c.name,
@@ -205,14 +194,15 @@ def _container_view(c: Container) -> dict[str, Any]:
     }
 
 
-def _file(path: str, content: str, mode: str, *, secret: bool = False) -> dict[str, Any]:
+def _file(path: str, content: str, mode: str) -> dict[str, Any]:
     if not content.endswith("\n"):
         content += "\n"
-    encoded = base64.b64encode(content.encode()).decode() if secret else ""
-    return {"path": path, "content": content, "mode": mode, "secret": secret, "base64": encoded}
+    return {"path": path, "content": content, "mode": mode}
 
 
-def _postinstall(host: Host, inventory: Inventory, build: BuildInfo, view: _View, base: str) -> str:
+def _postinstall(
+    host: Host, inventory: Inventory, build: BuildInfo, view: _View, base: str, embed: bool
+) -> str:
     user_dir = inventory.templates
     containers = [_container_view(c) for c in host.containers]
     ctx: dict[str, Any] = {
@@ -237,21 +227,7 @@ def _postinstall(host: Host, inventory: Inventory, build: BuildInfo, view: _View
                 "0644",
             ),
         ]
-        for i, registry in enumerate(host.registries, start=1):
-            files.append(
-                _file(
-                    f"/etc/photonkick/registry-{i}.password",
-                    view.text(registry.password),
-                    "0600",
-                    secret=True,
-                )
-            )
-        for c, cv in zip(host.containers, containers, strict=True):
-            if c.env:
-                env = "".join(f"{k}={view.text(v)}\n" for k, v in c.env)
-                files.append(
-                    _file(f"/etc/photonkick/containers/{c.name}.env", env, "0600", secret=True)
-                )
+        for cv in containers:
             files.append(
                 _file(
                     f"/etc/systemd/system/{cv['unit']}",
@@ -259,14 +235,21 @@ def _postinstall(host: Host, inventory: Inventory, build: BuildInfo, view: _View
                     "0644",
                 )
             )
-        root_hash = view.text(host.root.password_hash) if host.root.password_hash else "*"
         return render(
             "kickstart/postinstall.sh.j2",
             user_dir,
             **ctx,
-            users=_users(host, build, view),
+            secrets=secrets_fragment(
+                host,
+                inventory.server.url,
+                build.secret,
+                build.build,
+                embed=embed,
+                redact=view.redact,
+            ),
+            users=_users(host),
             root_login=host.root.allow_login,
-            root_hash=root_hash,
+            root_hash="*",
             files=files,
             units=[FIRSTBOOT_UNIT],
             extra_lines=host.postinstall,

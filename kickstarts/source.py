@@ -2,6 +2,8 @@
 
 PyYAML's ``safe_load`` forgets positions and silently keeps the last of two equal keys;
 this module composes the node graph instead and converts it into small ``Node`` objects.
+Aliases (``*name``) are refused where they are written: a few hundred bytes of nested aliases
+expand into billions of nodes, and ``defaults`` and ``profiles`` already share keys.
 """
 
 from __future__ import annotations
@@ -51,9 +53,10 @@ def location(file: str, mark: yaml.Mark) -> Location:
 
 
 def parse_yaml(text: str, file: str) -> Node:
-    """Parse YAML text into a Node tree; raise SpecError for syntax errors and duplicate keys."""
+    """Parse YAML text into a Node tree; raise SpecError for syntax errors, duplicate keys,
+    aliases and nesting deeper than ``MAX_DEPTH``."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = location(file, mark) if mark else Location(file, 1, 1)
@@ -78,11 +81,57 @@ def load_yaml_file(path: Path) -> Node:
     return parse_yaml(text, str(path))
 
 
+MAX_DEPTH = 100
+
+
+class _Alias(yaml.Node):
+    """Where an alias was written, kept in place of the node it names (never expanded)."""
+
+    id = "alias"
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, composing aliases as ``_Alias`` and refusing deep nesting.
+
+    Nesting is bounded because both the composer and ``_convert`` recurse per level.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.get_event()  # type: ignore[no-untyped-call]
+            return _Alias("alias", event.anchor, event.start_mark, event.end_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None, None, f"nesting deeper than {MAX_DEPTH} levels", mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 _constructor = yaml.SafeLoader("")
+
+
+def _alias_problem(node: yaml.Node, file: str, path: str) -> Problem:
+    return Problem(
+        location(file, node.start_mark),
+        path or "(root)",
+        f"YAML alias *{node.value} is not supported (put shared keys in defaults or a profile)",
+    )
 
 
 def _convert(node: yaml.Node, file: str, path: str, problems: list[Problem]) -> Node:
     loc = location(file, node.start_mark)
+    if isinstance(node, _Alias):
+        problems.append(_alias_problem(node, file, path))
+        return Scalar(None, "", False, loc)
     if isinstance(node, yaml.ScalarNode):
         value = _constructor.construct_object(node, deep=True)
         return Scalar(value, str(node.value), node.style is None, loc)
@@ -96,6 +145,9 @@ def _convert(node: yaml.Node, file: str, path: str, problems: list[Problem]) -> 
     key_locs: dict[str, Location] = {}
     for key_node, value_node in node.value:
         key_loc = location(file, key_node.start_mark)
+        if isinstance(key_node, _Alias):
+            problems.append(_alias_problem(key_node, file, path))
+            continue
         if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
             problems.append(Problem(key_loc, path or "(root)", "keys must be plain strings"))
             continue

@@ -13,15 +13,25 @@ import hmac
 CALLBACK_EVENTS = ("installed", "firstboot", "ready", "failed")
 
 
-def host_token(secret: bytes, host: str, build: int) -> str:
-    """The token for one build of one host: 26 lower-case base32 characters (130 bits)."""
-    digest = hmac.new(secret, f"host:{host}:{build}".encode(), hashlib.sha256).digest()
+def derived_token(secret: bytes, label: str) -> str:
+    """A token for one purpose: 26 lower-case base32 characters (130 bits) of an HMAC."""
+    digest = hmac.new(secret, label.encode(), hashlib.sha256).digest()
     return base64.b32encode(digest).decode("ascii").lower()[:26]
+
+
+def same_token(expected: str, presented: str) -> bool:
+    """Constant-time comparison that accepts any presented text (even non-ASCII)."""
+    return hmac.compare_digest(expected.encode(), presented.encode("utf-8", "replace"))
+
+
+def host_token(secret: bytes, host: str, build: int) -> str:
+    """The token for one build of one host (kickstart and callbacks)."""
+    return derived_token(secret, f"host:{host}:{build}")
 
 
 def token_matches(secret: bytes, host: str, build: int, token: str) -> bool:
     """Constant-time check of a presented token."""
-    return hmac.compare_digest(host_token(secret, host, build), token)
+    return same_token(host_token(secret, host, build), token)
 
 
 def kickstart_url(server_url: str, host: str, token: str) -> str:

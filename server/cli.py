@@ -69,14 +69,16 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    """Print one host's kickstart (secrets redacted unless --reveal or --guestinfo)."""
+    """Print one host's kickstart (tokens redacted; --reveal: tokens and secrets embedded)."""
     spec, inventory = load_spec(args)
     host = find_host(inventory, args.name, spec)
     if host is None:
         return EXIT_BAD_INPUT
     reveal = args.reveal or args.guestinfo
     build = state_for(args, spec).build(host.name)
-    text = dumps(build_kickstart(host, inventory, build, redact=not reveal))
+    text = dumps(
+        build_kickstart(host, inventory, build, redact=not reveal, embed_secrets=args.reveal)
+    )
     if args.guestinfo:
         print(base64.b64encode(text.encode()).decode())
     else:
@@ -175,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     verb("render", cmd_render).add_argument("--out", required=True, metavar="DIR")
     show = verb("show", cmd_show)
     show.add_argument("name", metavar="NAME")
-    show.add_argument("--reveal", action="store_true", help="print secrets too")
+    show.add_argument(
+        "--reveal", action="store_true", help="print tokens, and the secrets embedded"
+    )
     show.add_argument(
         "--guestinfo", action="store_true", help="print the base64 guestinfo.kickstart.data value"
     )
@@ -203,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed-only",
         action="store_true",
         help="a small ISO with only /ks.json (for ks=/dev/sr1:/ks.json)",
+    )
+    iso.add_argument(
+        "--embed-secrets",
+        action="store_true",
+        help="put the secrets in the kickstart, for installs where photonkick is unreachable",
     )
     for name, func in (("up", cmd_up), ("rebuild", cmd_rebuild)):
         sub = verb(name, func)

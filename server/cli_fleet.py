@@ -192,6 +192,8 @@ def _print_status(
             ttr = f"{status.time_to_ready:.1f}s" if status.time_to_ready is not None else "-"
             phase = f"failed: {status.failed}" if status.failed else status.phase
             print(f"{host.name:<20} build {build:<3} {vm:<24} {phase:<12} ready {ttr}")
+            for alarm in status.alarms:
+                print(f"{host.name:<20} ALARM: {alarm}")
     finally:
         if driver is not None:
             close_driver(driver)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from photonkick.kickstarts.host_secrets import secret_items
 from photonkick.kickstarts.kickstart import build_kickstart, dumps
 from photonkick.pxe.isoboot import seed_boot_param
 from photonkick.server.cli_common import (
@@ -55,7 +56,15 @@ def cmd_iso(args: argparse.Namespace) -> int:
     if host is None:
         return EXIT_BAD_INPUT
     build = state_for(args, spec).build(host.name)
-    kickstart = dumps(build_kickstart(host, inventory, build)).encode()
+    embed = args.embed_secrets
+    kickstart = dumps(build_kickstart(host, inventory, build, embed_secrets=embed)).encode()
+    if embed and secret_items(host, build.secret):
+        print(
+            f"warning: {host.name}'s secrets are embedded in the kickstart; the installer "
+            "keeps a world-readable copy of it on the installed disk "
+            "(/var/log/poi/manifest.json.gz) until the host's first boot deletes it",
+            file=sys.stderr,
+        )
     out = Path(args.output)
     if args.seed_only:
         write_seed_iso(kickstart, out)

@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Flask, Response, abort, jsonify, request, send_file
 
+from photonkick.server.secrets_gate import SecretsGate
 from photonkick.server.service import BootService
 from photonkick.server.status import HostStatus, host_status
 from photonkick.server.timeline import PHASES
@@ -31,6 +32,8 @@ def create_app(service: BootService, admin_token: str) -> Flask:
     # The instance folder is unused; naming it avoids Flask probing the package layout.
     app = Flask(__name__, instance_path=str(service.state.path.absolute()))
     app.config["MAX_CONTENT_LENGTH"] = 256 * 1024
+    secrets = SecretsGate(service)
+    app.extensions["photonkick.secrets"] = secrets
 
     def client() -> str:
         return request.remote_addr or ""
@@ -58,12 +61,22 @@ def create_app(service: BootService, admin_token: str) -> Flask:
     def kickstart(name: str, token: str) -> Any:
         return send(service.kickstart(name, token, client()), "application/json")
 
+    @app.get("/ks/<name>/<token>/secrets")
+    def host_secrets(name: str, token: str) -> Any:
+        answer = secrets.fetch(name, token, client())
+        return Response(
+            answer.body, answer.status, mimetype="text/plain", headers={"Cache-Control": "no-store"}
+        )
+
     @app.post("/cb/<name>/<token>/<event>")
     def callback(name: str, token: str, event: str) -> Any:
+        if secrets.callbacks_closed(name, token):
+            abort(403)
         data = request.form if request.form else (request.get_json(silent=True) or {})
         reason, log_tail = str(data.get("reason", "")), str(data.get("log", ""))
         if not service.callback(name, token, event, reason, log_tail, client()):
             abort(404)
+        secrets.after_callback(name, event)
         return jsonify({"ok": True})
 
     @app.get("/ipxe/<path:name>")
@@ -92,6 +105,7 @@ def create_app(service: BootService, admin_token: str) -> Flask:
             abort(403)
         if not service.rearm(name):
             abort(404)
+        secrets.rearmed(name)
         return jsonify({"ok": True, "host": name, "rearmed": True})
 
     @app.get("/metrics")

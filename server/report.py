@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from photonkick.server.fleet import HostRun
-from photonkick.server.timeline import PHASES, Timeline, phase_offsets
+from photonkick.server.timeline import ALARM, PHASES, Timeline, phase_offsets
 
 STEPS = (
     ("vm_created", "config", "to loader"),
@@ -53,6 +53,7 @@ def build_report(runs: Sequence[HostRun], timeline: Timeline) -> dict[str, Any]:
                 "phases": {k: round(v, 3) for k, v in offsets.items() if k in PHASES},
                 "steps": steps,
                 "time_to_ready": None if ttr is None else round(ttr, 3),
+                "alarms": [e.detail for e in events if e.kind == ALARM],
             }
         )
     outcomes: dict[str, int] = {}
@@ -105,6 +106,8 @@ def format_report(report: dict[str, Any]) -> str:
     for h in report["hosts"]:
         if h["detail"] and h["outcome"] not in ("ready",):
             lines.append(f"{h['name']}: {h['outcome']}: {h['detail']}")
+    for h in report["hosts"]:
+        lines += [f"{h['name']}: ALARM: {alarm}" for alarm in h.get("alarms", ())]
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from photonkick.kickstarts.spec import Host
 from photonkick.server.timeline import (
+    ALARM,
     FAILED,
     PHASES,
     REARMED,
@@ -30,6 +31,8 @@ class HostStatus:
     offsets: dict[str, float]
     time_to_ready: float | None
     events: list[Event] = field(repr=False)
+    alarms: tuple[str, ...] = ()
+    """Refused secrets fetches of this build: someone else may hold its secrets."""
 
     def to_json(self, *, with_events: bool = False) -> dict[str, Any]:
         """The API form."""
@@ -42,6 +45,7 @@ class HostStatus:
             "failed": self.failed,
             "phases": {k: round(v, 3) for k, v in self.offsets.items() if k in PHASES},
             "time_to_ready": None if self.time_to_ready is None else round(self.time_to_ready, 3),
+            "alarms": list(self.alarms),
         }
         if with_events:
             out["events"] = [
@@ -73,6 +77,7 @@ def host_status(timeline: Timeline, host: Host, build: int) -> HostStatus:
         phase_offsets(events),
         time_to_ready(events),
         events,
+        tuple(e.detail for e in events if e.kind == ALARM),
     )
 
 

@@ -4,6 +4,14 @@ tftpy encodes and decodes the request, OACK and ERROR packets. The DATA/ACK exch
 path of a transfer, so it is packed and matched with ``struct`` and bytes comparisons instead.
 Each transfer has a socket of its own, connected to the client; one thread serves them all
 from an epoll loop, which keeps the interpreter lock out of the way of a hundred clients.
+
+Floods of requests that are never acknowledged cannot starve other clients: one client address
+holds at most ``MAX_PER_CLIENT`` transfers (its further requests are dropped, as if lost, so a
+real client simply retries), and when the whole table is full a new request displaces the
+oldest transfer that was never acknowledged, and such a transfer is given up after at most
+``UNACKNOWLEDGED_RETRIES`` resends. A new request from the (address, port) of an open
+transfer means the client has moved on (its last ACK was lost): it ends that transfer, unless
+it repeats the request of a transfer not acknowledged yet, which then sends its packet again.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import select
 import socket
 import stat
@@ -37,14 +46,20 @@ MAX_REQUEST = 2048
 MAX_ACK = 516
 MAX_BURST = 64  # requests taken from the listener per wake-up
 MAX_TRANSFERS = 256  # each holds a socket and maybe a file: stay far below 1024 fds
+MAX_PER_CLIENT = 32  # PXE clients fetch one file at a time; this leaves room for NAT
+UNACKNOWLEDGED_RETRIES = 2  # resends of a first packet: a forged address never answers
+WARN_EVERY = 10.0  # seconds between two warnings about the same client's dropped requests
 TICK = 0.05  # seconds between timeout sweeps; also bounds how long stop() waits for the loop
 STOP_WAIT = 5.0
 NOT_FOUND = "file not found"
+NAME_MAX = 255  # bytes in one path component: a longer one names no file
+SHOWN = 120  # characters of a client's text kept in a log line
 READ_BUFFER = 64 * 1024
 
 _HEADER = struct.Struct("!HH")
 _ERROR = bytes((0, ERROR))
 _FACTORY = TftpPacketFactory()
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -85,8 +100,10 @@ class TftpServer:
     (trusted: already confined to the boot tree, see ``confined_file``) or None (file not
     found). Only regular files are sent.
     ``timeout`` is the retransmission timeout in seconds and ``retries`` how many times a
-    packet is resent before the transfer is given up. One thread serves every transfer from
-    an epoll loop, so ``resolve`` and ``on_transfer`` run on it and must return quickly.
+    packet is resent before the transfer is given up. At most ``max_transfers`` transfers are
+    open at once, ``max_per_client`` of them for one client address. One thread serves every
+    transfer from an epoll loop, so ``resolve`` and ``on_transfer`` run on it and must return
+    quickly.
     """
 
     def __init__(
@@ -98,6 +115,8 @@ class TftpServer:
         on_transfer: Callable[[TftpTransfer], None] | None = None,
         timeout: float = 2.0,
         retries: int = 5,
+        max_transfers: int = MAX_TRANSFERS,
+        max_per_client: int = MAX_PER_CLIENT,
     ) -> None:
         self._resolve = resolve
         self._host = host
@@ -105,13 +124,17 @@ class TftpServer:
         self._on_transfer = on_transfer
         self._timeout = timeout
         self._retries = retries
+        self._max_transfers = max_transfers
+        self._max_per_client = max_per_client
         self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock: socket.socket | None = None
         self._epoll: select.epoll | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._sessions: dict[int, _Session] = {}
-        self._clients: set[tuple[str, int]] = set()
+        self._sessions: dict[int, _Session] = {}  # by socket fd, oldest first
+        self._clients: dict[tuple[str, int], _Session] = {}  # by the client's (address, port)
+        self._per_host: dict[str, int] = {}  # open transfers by client address
+        self._warned: dict[str, float] = {}  # when each address's drops were last logged
 
     @property
     def port(self) -> int:
@@ -173,7 +196,7 @@ class TftpServer:
         try:
             done = step()
         except Exception as error:
-            log.exception("transfer of %s to %s failed", session.name, session.client)
+            log.exception("transfer of %s to %s failed", _shown(session.name), session.client)
             session.error, done = f"internal error: {error}", True
         if done:
             self._finish(session)
@@ -190,15 +213,48 @@ class TftpServer:
                 continue
             if len(datagram) < 2 or datagram[0] != 0 or datagram[1] not in (RRQ, WRQ):
                 log.debug("ignoring a datagram that is no request from %s", address[:2])
-            elif address in self._clients:
-                log.debug("ignoring a repeated request from %s", address[:2])
-            elif len(self._sessions) >= MAX_TRANSFERS:
-                log.warning("busy: dropping a request from %s", address[:2])
-            else:
-                try:
-                    self._begin(datagram, address)
-                except Exception:
-                    log.exception("a request from %s failed", address[:2])
+                continue
+            try:
+                self._dispatch(datagram, address)
+            except Exception:
+                log.exception("a request from %s failed", address[:2])
+
+    def _dispatch(self, datagram: bytes, address: tuple[str, int]) -> None:
+        """Start a transfer for a request, within the caps, or answer a copy of one again."""
+        old = self._clients.get(address)
+        if old is not None:
+            if not old.acknowledged and datagram == old.request:
+                self._guard(old, old.resend)  # the client did not hear our first answer
+                return
+            old.error = "the client sent a new request from the same port"
+            self._finish(old)
+        host = address[0]
+        if self._per_host.get(host, 0) >= self._max_per_client:
+            self._dropped(host, f"it has {self._max_per_client} transfers open")
+        elif len(self._sessions) >= self._max_transfers and not self._displace_unacknowledged():
+            self._dropped(host, f"all {self._max_transfers} transfers are acknowledged and open")
+        else:
+            self._begin(datagram, address)
+
+    def _displace_unacknowledged(self) -> bool:
+        """End the oldest transfer that has never been acknowledged; False if there is none."""
+        for session in self._sessions.values():
+            if not session.acknowledged:
+                session.error = "never acknowledged, ended to make room for a new request"
+                self._finish(session)
+                return True
+        return False
+
+    def _dropped(self, host: str, reason: str) -> None:
+        """Log a dropped request, at most once per ``WARN_EVERY`` seconds for each address."""
+        now = time.monotonic()
+        if now - self._warned.get(host, -WARN_EVERY) < WARN_EVERY:
+            log.debug("busy: dropping a request from %s: %s", host, reason)
+            return
+        if len(self._warned) > self._max_transfers:
+            self._warned = {h: t for h, t in self._warned.items() if now - t < WARN_EVERY}
+        self._warned[host] = now
+        log.warning("busy: dropping requests from %s for a while: %s", host, reason)
 
     def _begin(self, datagram: bytes, address: tuple[str, int]) -> None:
         """Answer a request from a socket of its own: the first packet, or an error."""
@@ -222,8 +278,10 @@ class TftpServer:
             self._refuse(sock, 0, "internal error", name, client[0], started)
             return
         session = _Session(sock, address, name, reader, blksize, timeout, self._retries, started)
+        session.request = datagram
         self._sessions[sock.fileno()] = session
-        self._clients.add(address)
+        self._clients[address] = session
+        self._per_host[client[0]] = self._per_host.get(client[0], 0) + 1
         self._epoll.register(sock.fileno(), select.EPOLLIN)
         self._guard(session, lambda: session.begin(_encode_oack(oack) if oack else None))
 
@@ -239,13 +297,19 @@ class TftpServer:
         if request.opcode == WRQ:
             raise _Refused(2, "access violation: the server is read-only")
         if request.mode not in ("octet", "netascii"):
-            raise _Refused(4, f"illegal TFTP operation: unsupported mode {request.mode!r}")
-        if not name or ".." in name.split("/"):
+            raise _Refused(4, f"illegal TFTP operation: unsupported mode {_shown(request.mode)}")
+        parts = name.split("/")
+        if not name or ".." in parts:
             raise _Refused(2, "access violation: the name leaves the boot tree")
+        if any(len(part) > NAME_MAX for part in parts):
+            raise _Refused(1, NOT_FOUND)
         try:
             source = self._resolve(name, client)
+        except OSError as error:
+            log.warning("resolving %s for %s failed: %s", _shown(name), client[0], error.strerror)
+            raise _Refused(1, NOT_FOUND) from None
         except Exception:
-            log.exception("resolving %r for %s failed", name, client[0])
+            log.exception("resolving %s for %s failed", _shown(name), client[0])
             raise _Refused(1, NOT_FOUND) from None
         if source is None:
             raise _Refused(1, NOT_FOUND)
@@ -256,7 +320,10 @@ class TftpServer:
         fd = session.sock.fileno()
         self._epoll.unregister(fd)
         del self._sessions[fd]
-        self._clients.discard(session.address)
+        if self._clients.get(session.address) is session:
+            del self._clients[session.address]
+        if (count := self._per_host.pop(session.client, 1) - 1) > 0:
+            self._per_host[session.client] = count
         session.close()
         self._report(session.outcome())
 
@@ -264,7 +331,7 @@ class TftpServer:
         if transfer.ok:
             log.info(
                 "sent %s to %s: %d bytes in %.3fs",
-                transfer.filename,
+                _shown(transfer.filename),
                 transfer.client,
                 transfer.size,
                 transfer.seconds,
@@ -272,7 +339,8 @@ class TftpServer:
         else:
             # PXE loaders probe for configs that do not exist: a miss is routine.
             level = logging.INFO if transfer.error == NOT_FOUND else logging.WARNING
-            log.log(level, "%s for %s: %s", transfer.filename, transfer.client, transfer.error)
+            name, error = _shown(transfer.filename), _shown(transfer.error or "")
+            log.log(level, "%s for %s: %s", name, transfer.client, error)
         if self._on_transfer is None:
             return
         try:
@@ -285,6 +353,8 @@ class _Session:
     """The state of one transfer: lock-step DATA/ACK with retransmission on timeout.
 
     Each step returns True once the transfer is over, with ``error`` set if it failed.
+    ``acknowledged`` turns True with the client's first ACK: until then the client may be a
+    forged address that will never answer.
     """
 
     def __init__(
@@ -305,7 +375,8 @@ class _Session:
         self.block = 0
         self.packet = self.expected = b""
         self.pending = self.acked = self.tries = 0
-        self.final = False
+        self.final = self.acknowledged = False
+        self.request = b""
         self.deadline = 0.0
         self.error: str | None = None
 
@@ -326,6 +397,7 @@ class _Session:
             return True
         if reply.startswith(self.expected):
             self.acked += self.pending
+            self.acknowledged = True
             return self.final or self._next()
         if reply.startswith(_ERROR):
             self.error = f"the client sent an error: {_error_text(reply)}"
@@ -333,11 +405,18 @@ class _Session:
         return False  # a duplicate ACK or junk: resending now would double the traffic
 
     def on_timeout(self) -> bool:
-        """Resend the unacknowledged packet, or give up after ``retries`` resends."""
-        if self.tries >= self.retries:
+        """Resend the unacknowledged packet, or give up after ``retries`` resends (fewer
+        before the client's first ACK)."""
+        limit = self.retries if self.acknowledged else min(self.retries, UNACKNOWLEDGED_RETRIES)
+        if self.tries >= limit:
             self.error = f"no acknowledgement of block {self.block} after {self.tries} retries"
             return True
         self.tries += 1
+        return self._transmit()
+
+    def resend(self) -> bool:
+        """Send the unacknowledged packet again now, as the client asked again."""
+        self.tries = 0
         return self._transmit()
 
     def outcome(self) -> TftpTransfer:
@@ -404,7 +483,7 @@ def _decode_request(datagram: bytes) -> _Request:
     try:
         packet = _FACTORY.parse(datagram)
     except (TftpException, UnicodeDecodeError, struct.error, ValueError) as error:
-        log.debug("ignoring the options of a request: %s", error)
+        log.debug("ignoring the options of a request: %s", _shown(str(error)))
         try:
             packet = _FACTORY.parse(datagram[: end + 1])
         except (TftpException, UnicodeDecodeError, struct.error, ValueError):
@@ -483,6 +562,15 @@ def _error_text(datagram: bytes) -> str:
     code = int.from_bytes(datagram[2:4], "big")
     message = datagram[4:].split(b"\0")[0].decode("ascii", "replace")
     return f"{code} {message}"
+
+
+def _shown(text: str) -> str:
+    """A client's text as it may be logged: control characters escaped, the length capped."""
+    if not text:
+        return "(empty)"
+    if len(text) > SHOWN:
+        text = f"{text[:SHOWN]}... ({len(text)} characters)"
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def _send_quietly(sock: socket.socket, packet: bytes) -> None:

@@ -31,6 +31,8 @@ PHASES = (
 )
 """The phases of one install, in the order they happen."""
 FAILED = "failed"
+ALARM = "alarm"
+"""A refused secrets fetch: someone else may hold the build's secrets."""
 REARMED = "rearmed"
 WRITE_DELAY = 0.05
 """Seconds the writer waits to batch events into one transaction."""

@@ -15,6 +15,8 @@ import ssl
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,7 @@ from pyVim.connect import Disconnect, SmartConnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
+from photonkick.kickstarts.kickstart import build_kickstart
 from photonkick.kickstarts.spec import Inventory
 from photonkick.kickstarts.tokens import callback_base, kickstart_url
 from photonkick.server.state import StateDir
@@ -32,7 +35,8 @@ from photonkick.server.timeline import Timeline
 
 @dataclass
 class Script:
-    """What the fake guest does per host: ``ready`` (default), ``fail`` or ``silent``."""
+    """What the fake guest does per host: ``ready`` (default), ``fail``, ``silent`` or
+    ``stolen`` (someone at 127.0.0.2 fetches the host's secrets first)."""
 
     default: str = "ready"
     per_host: dict[str, str] = field(default_factory=dict)
@@ -113,21 +117,47 @@ class FakeGuest:
             return
         time.sleep(self.script.delay)
         self._act_as_tools(host.name)
-        token = self.state.build(host.name).token(host.name)
+        build_info = self.state.build(host.name)
+        token = build_info.token(host.name)
         url = self.inventory.server.url
         if host.boot == "pxe":
             config = self._tftp(f"pxelinux.cfg/01-{host.mac.replace(':', '-')}")
             match = re.search(r"ks=(\S+)", config)
             assert match and match.group(1) == kickstart_url(url, host.name, token), config
             with urllib.request.urlopen(match.group(1), timeout=10) as resp:
-                assert json.load(resp)["hostname"] == host.name
+                kickstart = json.load(resp)
+            assert kickstart["hostname"] == host.name
+        else:  # what the ISO or guestinfo carries
+            kickstart = build_kickstart(host, self.inventory, build_info)
         base = callback_base(url, host.name, token)
         if action == "fail":
             self._post(f"{base}/failed", b"reason=cannot+pull+nginx%3A1.27")
             return
+        refused = self._fetch_secrets(kickstart, stolen=action == "stolen")
+        if refused:
+            self._post(f"{base}/failed", urllib.parse.urlencode({"reason": refused}).encode())
+            return
         self._post(f"{base}/installed")
         self._post(f"{base}/firstboot")
         self._post(f"{base}/ready")
+
+    @staticmethod
+    def _fetch_secrets(kickstart: dict[str, Any], *, stolen: bool) -> str | None:
+        """Fetch the secrets the way postinstall does; the failure reason when refused."""
+        match = re.search(r"'?(http://\S+/secrets)'?", "\n".join(kickstart["postinstall"]))
+        if match is None:
+            return None
+        if stolen:
+            subprocess.run(
+                ["curl", "-sS", "--interface", "127.0.0.2", "-o", "/dev/null", match.group(1)],
+                check=True,
+                timeout=20,
+            )
+        try:
+            urllib.request.urlopen(match.group(1), timeout=10).close()
+        except urllib.error.HTTPError as err:
+            return f"secrets refused (HTTP {err.code}): {err.read().decode().strip()}"
+        return None
 
     def _act_as_tools(self, name: str) -> None:
         with self._lock:

@@ -98,9 +98,16 @@ def test_show_redacts_and_guestinfo_reveals(
     assert main(["show", str(spec), "a"]) == 0
     shown = capsys.readouterr().out
     assert "$6$salt$hash" not in shown and "<redacted>" in shown
+    # guestinfo carries the kickstart as served: its tokens, and no secret.
     assert main(["show", str(spec), "a", "--guestinfo"]) == 0
     decoded = json.loads(base64.b64decode(capsys.readouterr().out))
-    assert "usermod -p '$6$salt$hash' ops" in decoded["postinstall"]
+    assert "$6$salt$hash" not in json.dumps(decoded) and "<redacted>" not in json.dumps(decoded)
+    assert any("/ks/a/" in line and "/secrets" in line for line in decoded["postinstall"])
+    # --reveal shows everything: the secrets embedded in the kickstart.
+    assert main(["show", str(spec), "a", "--reveal"]) == 0
+    revealed = json.loads(capsys.readouterr().out)["postinstall"]
+    (line,) = [ln for ln in revealed if ln.startswith("pk_secrets=$(echo ")]
+    assert b"$6$salt$hash" in base64.b64decode(base64.b64decode(line.split()[1]).split()[-1])
 
 
 def test_show_unknown_host(

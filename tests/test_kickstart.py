@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import os
-import re
 import shutil
 import subprocess
 import threading
@@ -18,6 +18,7 @@ import pytest
 from conftest import EXAMPLE, FIXED_SECRET
 from kickstart_cases import cases
 
+from photonkick.kickstarts.host_secrets import parse_secrets_document, secret_items, secrets_token
 from photonkick.kickstarts.installer import INSTALLER_VERSIONS, KNOWN_KEYS
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.kickstart import BuildInfo, build_kickstart, dumps, kernel_flavor_of
@@ -91,9 +92,22 @@ def test_root_login_when_allowed(write_spec: Callable[[str], Path]) -> None:
     )
     inv = load_inventory(spec, {})
     ks = build_kickstart(inv.hosts[0], inv, BUILD)
-    assert ks["password"] == {"crypted": True, "text": "$6$abc$def", "age": -1}
-    assert "usermod -p '$6$abc$def' root" in ks["postinstall"]
+    # Not in the installer's `password` key (its `$` substitution logs the hash), nor anywhere
+    # else in the kickstart: the postinstall fetches it and sets it with chpasswd -e.
+    assert "password" not in ks and "$6$abc$def" not in dumps(ks)
+    assert "usermod -p '*' root" in ks["postinstall"]
+    assert """printf '%s:%s\\n' root "$(pk_secret hash:root)" | chpasswd -e""" in ks["postinstall"]
     assert "passwd -l root >/dev/null" not in ks["postinstall"]
+    embedded = build_kickstart(inv.hosts[0], inv, BUILD, embed_secrets=True)
+    assert "password" not in embedded
+    assert embedded_secrets(embedded) == {"hash:root": "$6$abc$def"}
+
+
+def embedded_secrets(ks: dict[str, Any]) -> dict[str, str]:
+    """The secrets document an embedded kickstart carries, by key."""
+    (line,) = [ln for ln in ks["postinstall"] if ln.startswith("pk_secrets=$(echo ")]
+    encoded = line.split()[1].strip("'")
+    return parse_secrets_document(base64.b64decode(encoded))
 
 
 @pytest.mark.parametrize("name", HOSTS)
@@ -198,17 +212,19 @@ def test_secrets_stay_in_their_own_host(write_spec: Callable[[str], Path]) -> No
         """
     )
     inv = load_inventory(spec, {"REG": "reg-s3cret", "APP_TOKEN": "app-s3cret"})
-    a = dumps(build_kickstart(inv.host("a"), inv, BUILD))
+    served = dumps(build_kickstart(inv.host("a"), inv, BUILD))
     b = dumps(build_kickstart(inv.host("b"), inv, BUILD))
     shown = dumps(build_kickstart(inv.host("a"), inv, BUILD, redact=True))
-    decoded = "".join(
-        __import__("base64").b64decode(m).decode()
-        for m in re.findall(r"echo '?([A-Za-z0-9+/=]{8,})'? \| base64 -d", a)
-    )
-    assert "reg-s3cret" in decoded and "TOKEN=app-s3cret" in decoded
-    for text in (b, shown):
+    embedded = build_kickstart(inv.host("a"), inv, BUILD, embed_secrets=True)
+    assert embedded_secrets(embedded) == {
+        "file:/etc/photonkick/registry-1.password": "reg-s3cret\n",
+        "file:/etc/photonkick/containers/app.env": "TOKEN=app-s3cret\nMODE=prod\n",
+    }
+    for text in (served, b, shown):
         assert "s3cret" not in text and "czNjcmV0" not in text
-    assert host_token(FIXED_SECRET, "a", 1) not in shown
+    assert secrets_token(FIXED_SECRET, "a", 1) in served
+    for token in (host_token(FIXED_SECRET, "a", 1), secrets_token(FIXED_SECRET, "a", 1)):
+        assert token not in shown
     assert REDACTED in shown
     assert (
         "a" in {h.name for h in inv.hosts} and str(inv.host("a").registries[0].password) == REDACTED
@@ -229,14 +245,15 @@ def test_plain_password_is_hashed_once_per_user(write_spec: Callable[[str], Path
     inv = load_inventory(spec, {"OPS_PW": "correct horse"})
     hashes = set()
     for host in inv.hosts:
-        lines = build_kickstart(host, inv, BUILD)["postinstall"]
-        (line,) = [ln for ln in lines if ln.startswith("usermod -p '$6$rounds=656000$")]
-        hashes.add(line)
+        assert "$6$" not in dumps(build_kickstart(host, inv, BUILD))
+        (item,) = secret_items(host, BUILD.secret)
+        assert item.key == "hash:ops" and item.value.startswith("$6$rounds=656000$")
+        hashes.add(item.value)
     assert len(hashes) == 1
     from passlib.hash import sha512_crypt
 
-    (line,) = hashes
-    assert sha512_crypt.verify("correct horse", line.split("'")[1])
+    (crypted,) = hashes
+    assert sha512_crypt.verify("correct horse", crypted)
 
 
 def test_user_templates_override_the_bundled_ones(write_spec: Callable[[str], Path]) -> None:
@@ -447,6 +464,29 @@ class _Callbacks(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def run_first_boot_script(
+    script: Path, tmp_path: Path, environ: dict[str, str], *, setup: str = "", after: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Run a first-boot script in a private mount namespace (tmpfs /var/log and /var/lib) with
+    FAKE_TOOLS first on PATH; ``setup`` and ``after`` are shell commands around it."""
+    fakes = tmp_path / "fakes"
+    fakes.mkdir(exist_ok=True)
+    for name, body in FAKE_TOOLS.items():
+        (fakes / name).write_text(f"#!/bin/bash\n{body}\n")
+        (fakes / name).chmod(0o755)
+    command = (
+        "mount -t tmpfs tmpfs /var/log && mount -t tmpfs tmpfs /var/lib && "
+        f"mkdir /var/lib/photonkick && {setup} bash {script}; code=$?; {after} exit $code"
+    )
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "bash", "-c", command],
+        env={"PATH": f"{fakes}:/usr/bin:/bin", **environ},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def run_firstboot(
     write_spec: Callable[[str], Path], tmp_path: Path, host_keys: str, environ: dict[str, str]
 ) -> tuple[int, list[tuple[str, dict[str, list[str]]]]]:
@@ -468,30 +508,7 @@ def run_firstboot(
         inv = load_inventory(spec, {})
         script = tmp_path / "firstboot"
         script.write_text("\n".join(firstboot_of(build_kickstart(inv.hosts[0], inv, BUILD))))
-        fakes = tmp_path / "fakes"
-        fakes.mkdir()
-        for name, body in FAKE_TOOLS.items():
-            (fakes / name).write_text(f"#!/bin/bash\n{body}\n")
-            (fakes / name).chmod(0o755)
-        setup = (
-            "mount -t tmpfs tmpfs /var/log && mount -t tmpfs tmpfs /var/lib && "
-            "mkdir /var/lib/photonkick && "
-        )
-        done = subprocess.run(
-            [
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "bash",
-                "-c",
-                f"{setup} bash {script}",
-            ],
-            env={"PATH": f"{fakes}:/usr/bin:/bin", **environ},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_first_boot_script(script, tmp_path, environ)
     finally:
         server.shutdown()
         server.server_close()

@@ -40,10 +40,10 @@ SECRETS = ("reg-pass-9f8e", "api-key-7d6c", "HASHVALUEabc")
 class Lab:
     """A running server and helpers to talk to it like a machine would."""
 
-    def __init__(self, root: Path, port: int) -> None:
+    def __init__(self, root: Path, port: int, spec: str = SPEC) -> None:
         self.root = root
         self.spec = root / "lab.yaml"
-        self.spec.write_text(SPEC.format(port=port))
+        self.spec.write_text(spec.format(port=port))
         self.data = root / "releases"
         iso = self.data / "5.0" / "isolinux"
         iso.mkdir(parents=True)

@@ -15,7 +15,13 @@ from typing import cast
 
 import pytest
 
-from photonkick.server.tftp import TftpServer, TftpTransfer, confined_file
+from photonkick.server.tftp import (
+    MAX_PER_CLIENT,
+    UNACKNOWLEDGED_RETRIES,
+    TftpServer,
+    TftpTransfer,
+    confined_file,
+)
 
 RRQ, WRQ, DATA, ACK, ERROR, OACK = 1, 2, 3, 4, 5, 6
 TIMEOUT = 0.3
@@ -39,7 +45,7 @@ needs_tftp_hpa = pytest.mark.skipif(
 class Server:
     """A started TftpServer over a boot tree, and what it reported."""
 
-    def __init__(self, root: Path, *, timeout: float = TIMEOUT) -> None:
+    def __init__(self, root: Path, *, timeout: float = TIMEOUT, **caps: int) -> None:
         self.root = root
         self.transfers: list[TftpTransfer] = []
         self.asked: list[tuple[str, tuple[str, int]]] = []
@@ -50,6 +56,7 @@ class Server:
             on_transfer=self.transfers.append,
             timeout=timeout,
             retries=RETRIES,
+            **caps,
         )
 
     def resolve(self, name: str, client: tuple[str, int]) -> bytes | Path | None:
@@ -112,10 +119,10 @@ def parse_options(payload: bytes) -> dict[str, str]:
 class Client:
     """A plain UDP socket that speaks TFTP exactly as a test tells it to."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, source: str = "127.0.0.1") -> None:
         self.server = ("127.0.0.1", port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((source, 0))
         self.peer: tuple[str, int] | None = None
 
     def send(self, datagram: bytes) -> None:
@@ -144,7 +151,10 @@ class Client:
     def fetch(self, request: bytes) -> tuple[bytes, dict[str, str], list[int]]:
         """Send ``request`` and ACK everything: the data, the OACK options, the DATA sizes."""
         self.send(request)
-        opcode, rest = self.recv()
+        return self.receive(*self.recv())
+
+    def receive(self, opcode: int, rest: bytes) -> tuple[bytes, dict[str, str], list[int]]:
+        """Go on from the first answer to a request (an OACK or DATA 1) to the end."""
         options: dict[str, str] = {}
         if opcode == OACK:
             options = parse_options(rest)
@@ -173,6 +183,22 @@ def client(server: Server) -> Iterator[Client]:
     raw = Client(server.port)
     yield raw
     raw.close()
+
+
+def fetch_asking_again(port: int, name: bytes, source: str, attempts: int = 5) -> bytes:
+    """Fetch ``name`` with blksize 1468 and, like a PXE ROM, ask again from a new port when a
+    second passes without an answer: under a flood the kernel drops datagrams that arrive
+    while the listener's buffer is full, and a real client's first request may be one."""
+    for _ in range(attempts):
+        client = Client(port, source)
+        try:
+            client.send(rrq(name, options=b"blksize\x001468\0"))
+            return client.receive(*client.recv(1.0))[0]
+        except TimeoutError:
+            continue
+        finally:
+            client.close()
+    raise AssertionError(f"{attempts} requests for {name!r} from {source} got no answer")
 
 
 def assert_still_serves(server: Server) -> None:
@@ -409,13 +435,28 @@ def test_lost_ack_makes_the_server_resend(root: Path) -> None:
 
 def test_a_silent_client_is_given_up(server: Server, client: Client) -> None:
     client.send(rrq(b"pxelinux.0"))
+    client.recv()
+    client.send(ack(1))
     copies = 0
     while not client.silent(TIMEOUT * 3):
         copies += 1
     assert copies == RETRIES + 1
     [transfer] = server.wait_transfers(1)
     assert not transfer.ok
-    assert "no acknowledgement of block 1" in (transfer.error or "")
+    assert "no acknowledgement of block 2" in (transfer.error or "")
+    assert_still_serves(server)
+
+
+def test_a_client_that_never_acknowledges_is_given_up_sooner(
+    server: Server, client: Client
+) -> None:
+    client.send(rrq(b"pxelinux.0", options=b"blksize\x001468\0"))
+    copies = 0
+    while not client.silent(TIMEOUT * 3):
+        copies += 1
+    assert copies == UNACKNOWLEDGED_RETRIES + 1 < RETRIES + 1
+    [transfer] = server.wait_transfers(1)
+    assert transfer.error == "no acknowledgement of block 0 after 2 retries"
     assert_still_serves(server)
 
 
@@ -428,15 +469,76 @@ def test_client_error_ends_the_transfer(server: Server, client: Client) -> None:
     assert client.silent(TIMEOUT * 2)
 
 
-def test_a_repeated_request_starts_one_transfer(server: Server, client: Client) -> None:
+def test_a_repeated_request_is_answered_again_by_the_same_transfer(
+    server: Server, client: Client
+) -> None:
     client.send(rrq(b"pxelinux.0"))
-    client.send(rrq(b"pxelinux.0"))
-    _, first = client.recv()
+    client.send(rrq(b"pxelinux.0"))  # a retransmitted request: our first answer was slow
+    first, again = client.recv(), client.recv()
     transfer_port = client.peer
-    assert first[:2] == b"\0\x01"
+    assert first == again and first[1][:2] == b"\0\x01"
     client.send(ack(1))
     assert client.recv()[1][:2] == b"\0\x02"
     assert client.peer == transfer_port
+    assert len(server.asked) == 1
+
+
+def test_a_new_request_after_a_lost_last_ack_is_served_at_once(root: Path) -> None:
+    running = Server(root, timeout=30.0)  # the old transfer would wait that long for its ACK
+    running.tftp.start()
+    client = Client(running.port)
+    try:
+        client.send(rrq(MAC_CONFIG.encode(), options=b"tsize\x000\0"))
+        assert client.recv()[0] == OACK
+        client.send(ack(0))
+        opcode, rest = client.recv()
+        assert (opcode, rest[2:]) == (DATA, MAC_TEXT)  # its ACK is lost on the way back
+        old_port, client.peer = client.peer, None
+        data, _, _ = client.fetch(rrq(b"pxelinux.0", options=b"blksize\x001468\0"))
+        assert data == LOADER
+        assert client.peer != old_port
+        first = running.wait_transfers(2)[0]
+        assert (first.filename, first.size) == (MAC_CONFIG, 0)
+        assert first.error == "the client sent a new request from the same port"
+    finally:
+        client.close()
+        running.tftp.stop()
+
+
+def test_the_same_request_after_a_lost_last_ack_gets_the_answer_again(root: Path) -> None:
+    running = Server(root, timeout=30.0)
+    running.tftp.start()
+    client = Client(running.port)
+    try:
+        client.send(rrq(MAC_CONFIG.encode()))  # no options: the first answer is all the data
+        assert client.recv() == (DATA, b"\0\x01" + MAC_TEXT)
+        first_port, client.peer = client.peer, None
+        data, _, _ = client.fetch(rrq(MAC_CONFIG.encode()))
+        assert (data, client.peer) == (MAC_TEXT, first_port)
+        [transfer] = running.wait_transfers(1)
+        assert (transfer.ok, transfer.size) == (True, len(MAC_TEXT))
+    finally:
+        client.close()
+        running.tftp.stop()
+
+
+def test_a_client_restarting_mid_transfer_gets_a_new_transfer(
+    server: Server, client: Client
+) -> None:
+    client.send(rrq(b"pxelinux.0"))
+    client.recv()
+    client.send(ack(1))
+    assert client.recv()[1][:2] == b"\0\x02"
+    old_port, client.peer = client.peer, None
+    data, _, _ = client.fetch(rrq(b"pxelinux.0"))
+    assert data == LOADER and client.peer != old_port
+    first, second = server.wait_transfers(2)
+    assert (first.ok, first.size, first.error) == (
+        False,
+        512,
+        "the client sent a new request from the same port",
+    )
+    assert (second.ok, second.size) == (True, len(LOADER))
 
 
 def test_strangers_cannot_disturb_a_transfer(server: Server, client: Client) -> None:
@@ -660,3 +762,96 @@ def test_confined_file_through_a_symlinked_root(tmp_path: Path, root: Path) -> N
     link.symlink_to(root)
     assert confined_file(link, "pxelinux.0") == root / "pxelinux.0"
     assert confined_file(link, "escape") is None
+
+
+class Flood:
+    """Read requests from many ports of one address that are never acknowledged."""
+
+    def __init__(self, port: int, source: str, count: int) -> None:
+        self.socks = []
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind((source, 0))
+            sock.sendto(rrq(b"pxelinux.0"), ("127.0.0.1", port))
+            self.socks.append(sock)
+
+    def answered(self, seconds: float = 2.0) -> int:
+        """How many of the requests got an answer within ``seconds``."""
+        deadline, count = time.monotonic() + seconds, 0
+        for sock in self.socks:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                sock.recv(1024)
+            except TimeoutError:
+                continue
+            count += 1
+        return count
+
+    def close(self) -> None:
+        for sock in self.socks:
+            sock.close()
+
+
+def test_a_flood_from_one_address_leaves_every_other_client_served(
+    root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = Server(root, timeout=30.0)  # the flood holds its transfers for the whole test
+    running.tftp.start()
+    flood = Flood(running.port, "127.0.0.2", 300)
+    try:
+        assert flood.answered() == MAX_PER_CLIENT
+        for _ in range(10):
+            assert fetch_asking_again(running.port, b"pxelinux.0", "127.0.0.3") == LOADER
+            assert fetch_asking_again(running.port, MAC_CONFIG.encode(), "127.0.0.3") == MAC_TEXT
+        if shutil.which("tftp"):  # tftp-hpa, from 127.0.0.1
+            result = tftp_hpa(running.port, "binary", "pxelinux.0", tmp_path / "hpa")
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert (tmp_path / "hpa").read_bytes() == LOADER
+        else:
+            print("tftp-hpa is not installed: raw datagrams only")
+        busy = [r.message for r in caplog.records if "busy" in r.message]
+        assert busy == [
+            "busy: dropping requests from 127.0.0.2 for a while: "
+            f"it has {MAX_PER_CLIENT} transfers open"
+        ]
+    finally:
+        flood.close()
+        running.tftp.stop()
+
+
+def test_a_full_table_makes_room_by_ending_unacknowledged_transfers(root: Path) -> None:
+    running = Server(root, timeout=30.0, max_transfers=8, max_per_client=4)
+    running.tftp.start()
+    floods = [Flood(running.port, f"127.0.0.{n}", 4) for n in (10, 11)]
+    try:
+        assert [f.answered() for f in floods] == [4, 4]
+        assert fetch_asking_again(running.port, b"pxelinux.0", "127.0.0.3") == LOADER
+        displaced = running.wait_transfers(2)[0]
+        assert displaced.error == "never acknowledged, ended to make room for a new request"
+        assert displaced.client == "127.0.0.10"
+    finally:
+        for flood in floods:
+            flood.close()
+        running.tftp.stop()
+
+
+def test_a_table_full_of_acknowledged_transfers_drops_new_requests(root: Path) -> None:
+    running = Server(root, timeout=30.0, max_transfers=2)
+    running.tftp.start()
+    clients = [Client(running.port, f"127.0.0.{n}") for n in (10, 11, 12)]
+    try:
+        for busy in clients[:2]:
+            busy.send(rrq(b"pxelinux.0"))
+            busy.recv()
+            busy.send(ack(1))
+            busy.recv()
+        clients[2].send(rrq(b"pxelinux.0"))
+        assert clients[2].silent(0.3)  # dropped as if lost: a real client asks again
+        clients[0].send(struct.pack("!HH", ERROR, 0) + b"giving up\0")
+        running.wait_transfers(1)
+        clients[2].peer = None
+        assert clients[2].fetch(rrq(b"pxelinux.0"))[0] == LOADER
+    finally:
+        for raw in clients:
+            raw.close()
+        running.tftp.stop()

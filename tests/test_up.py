@@ -121,6 +121,30 @@ def test_up_brings_every_boot_method_to_ready(setup: Setup) -> None:
     assert kinds[:2] == ["vm_created", "vm_powered_on"] and "guest_ip" in kinds
 
 
+def test_stolen_secrets_fail_the_host_with_an_alarm(setup: Setup) -> None:
+    setup.spec.write_text(
+        setup.spec.read_text()
+        + 'defaults:\n  users: [{name: ops, password_hash: "$6$salt$HASHxyz"}]\n'
+    )
+    assert setup.server.reload()
+    setup.inventory = load_inventory(setup.spec)
+    with setup.guest(Script(per_host={"gi01": "stolen"})) as guest:
+        runs = setup.fleet().up(["web01", "gi01"], UpOptions(timeout=30))
+    assert guest.errors == []
+    outcome = {r.name: (r.outcome, r.detail) for r in runs}
+    assert outcome["web01"] == ("ready", "")
+    assert outcome["gi01"][0] == "failed"
+    assert outcome["gi01"][1].startswith("secrets refused (HTTP 409): secrets of gi01 build")
+    report = build_report(runs, setup.timeline)
+    text = format_report(report)
+    assert "gi01: ALARM: secrets of gi01 build" in text and "refused to 127.0.0.1" in text
+    assert "web01: ALARM" not in text
+    assert [h["alarms"] for h in report["hosts"] if h["name"] == "web01"] == [[]]
+    status = run_cli("status", str(setup.spec), "--offline", cwd=setup.root)
+    assert status.returncode == 0, status.stderr
+    assert "gi01                 ALARM: secrets of gi01 build" in status.stdout
+
+
 def test_failed_and_silent_hosts(setup: Setup) -> None:
     script = Script(per_host={"web01": "fail", "web02": "silent"})
     with setup.guest(script):

@@ -3,7 +3,9 @@
 Run: .venv/bin/python tests/bench/tftp_bench.py [--clients 100] [--big-mib 60] [--rounds 3]
 Needs curl and tftpd-hpa (/usr/sbin/in.tftpd), which is started here in the foreground on a
 loopback port, never as the system service. Each server runs in a process of its own.
-Goals: (a) 100 concurrent clients, each fetching a 1 MiB loader and its per-MAC config:
+Goals: (a) 100 concurrent clients, each from a loopback address of its own like PXE clients on
+a LAN (photonkick caps the transfers of one address), fetching a 1 MiB loader and its per-MAC
+config:
 photonkick's wall time <= 1.1x tftpd-hpa's with no failed transfer; (b) one client fetching
 60 MiB at blksize 1468: photonkick's throughput >= 0.8x tftpd-hpa's.
 """
@@ -11,6 +13,7 @@ photonkick's wall time <= 1.1x tftpd-hpa's with no failed transfer; (b) one clie
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import shutil
 import signal
@@ -81,6 +84,11 @@ def serve_photonkick(root: Path, clients: int) -> None:
     server.stop()
 
 
+def client_address(client: int) -> str:
+    """The loopback address client number ``client`` sends from: 127.1.0.1 and on."""
+    return str(ipaddress.IPv4Address("127.1.0.1") + client)
+
+
 def free_port() -> int:
     """A UDP port that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -137,7 +145,8 @@ def end(proc: subprocess.Popen[str], *, group: bool) -> None:
 
 
 def run_clients(port: int, root: Path, out: Path, clients: int, blksize: int) -> tuple[float, int]:
-    """``clients`` curl processes at once, each fetching the loader then its config.
+    """``clients`` curl processes at once, each from its own address, fetching the loader
+    then its config.
 
     Returns the wall time and the number of failed or corrupt transfers.
     """
@@ -150,7 +159,8 @@ def run_clients(port: int, root: Path, out: Path, clients: int, blksize: int) ->
         for c in range(clients):
             loader = ("-o", str(out / f"{c}.loader"), f"{url}/{LOADER}")
             config = ("-o", str(out / f"{c}.cfg"), f"{url}/{config_name(c)}")
-            procs.append(subprocess.Popen([*curl(blksize), *loader, *config]))
+            source = ("--interface", client_address(c))
+            procs.append(subprocess.Popen([*curl(blksize), *source, *loader, *config]))
         codes = [p.wait(CURL_MAX_TIME + 10) for p in procs]
     finally:
         for proc in procs:
