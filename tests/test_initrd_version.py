@@ -16,7 +16,11 @@ import pytest
 from photon_iso import PhotonIsoSpec, build_initrd, build_photon_iso, installer_initrd_tree
 
 from photonkick.kickstarts.installer import rules_for
+from photonkick.kickstarts.inventory import load_inventory
 from photonkick.server.initrd_version import InitrdError, installer_version
+from photonkick.server.release_installer import imported_installers
+from photonkick.server.serve import BootServer, Listen
+from photonkick.server.state import StateDir
 
 needs_cpio = pytest.mark.skipif(
     shutil.which("cpio") is None, reason="the cpio tool is not installed (.ci/setup --test)"
@@ -181,3 +185,26 @@ def test_auto_before_any_import_assumes_27_and_names_import_iso(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     assert "installer 2.7 (assumed): OK" in result.stdout
     assert "photonkick import-iso" in result.stderr
+
+
+def test_serve_reload_keeps_the_last_good_spec_when_the_iso_contradicts_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert import_iso(tmp_path, "2.3").returncode == 0
+    path = spec(tmp_path, None)
+    data = tmp_path / ".photonkick" / "releases"
+    server = BootServer(
+        path,
+        load_inventory(path, imported=imported_installers(data)),
+        StateDir(tmp_path / "state"),
+        data,
+        Listen("127.0.0.1", 0, "127.0.0.1", 0),
+    )
+    try:
+        assert server.service.inventory.photon.installer == "2.3"
+        spec(tmp_path, "2.8")
+        assert server.reload() is False
+        assert "the spec says installer 2.8" in caplog.text
+        assert server.service.inventory.photon.installer == "2.3"
+    finally:
+        server.stop()
