@@ -30,10 +30,13 @@ from photonkick.server.cli_common import (
     state_for,
 )
 from photonkick.server.cli_fleet import cmd_down, cmd_rebuild, cmd_status, cmd_up
+from photonkick.server.cli_inventory import add_inventory_arguments, cmd_inventory
 from photonkick.server.cli_iso import cmd_import_iso, cmd_iso
 from photonkick.server.loaders import loader_files, loader_report
 from photonkick.server.output import write_tree
 from photonkick.server.serve import BootServer, Listen, ListenError, serve_forever
+
+INSTALLER_FROM = {"spec": "", "iso": " (from the imported ISO)", "assumed": " (assumed)"}
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -42,7 +45,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     name = "bundled example" if args.example else str(spec)
     print(
         f"{name}: {len(inventory.hosts)} hosts, Photon {inventory.photon.release}, "
-        f"installer {inventory.photon.installer}: OK\n"
+        f"installer {inventory.photon.installer}{INSTALLER_FROM[inventory.photon.installer_from]}"
+        ": OK\n"
     )
     print(dhcp_instructions(inventory))
     return EXIT_OK
@@ -268,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--all", action="store_true", help="every host of the spec")
     status = verb("status", cmd_status)
     status.add_argument("--offline", action="store_true", help="timelines only, no vSphere")
+    add_inventory_arguments(verb("inventory", cmd_inventory))
     verb("doctor", cmd_doctor, spec=False).add_argument("--state", metavar="DIR")
     verb("example", cmd_example, spec=False)
     return parser

@@ -27,10 +27,12 @@ from photonkick.kickstarts.spec import Inventory
 from photonkick.server.http import create_app
 from photonkick.server.http_server import http_server
 from photonkick.server.loaders import loader_files
+from photonkick.server.release_installer import imported_installers
 from photonkick.server.service import BootService
 from photonkick.server.state import StateDir
 from photonkick.server.tftp import TftpServer
 from photonkick.server.timeline import Timeline
+from photonkick.server.webhooks import WebhookDispatcher
 
 log = logging.getLogger("photonkick.server")
 ADMIN_TOKEN_FILE = "admin-token"
@@ -66,7 +68,10 @@ class BootServer:
         self, spec: Path, inventory: Inventory, state: StateDir, data_dir: Path, listen: Listen
     ) -> None:
         self.spec = spec
+        self.data_dir = data_dir
         self.timeline = Timeline(state.path / "timeline.db")
+        self.webhooks = WebhookDispatcher(self.timeline, inventory.server.webhooks)
+        self.timeline.subscribe(self.webhooks.offer)
         try:
             loaders = loader_files(state.path / "cache")
             self.service = BootService(inventory, state, self.timeline, data_dir, loaders)
@@ -75,6 +80,7 @@ class BootServer:
             self._http = _listen_http(listen, app)
             self.tftp = _start_tftp(self.service, listen)
         except BaseException:
+            self.webhooks.close()
             self.timeline.close()
             raise
         self._spec_mtime = _mtime(spec)
@@ -108,8 +114,9 @@ class BootServer:
     def reload(self) -> bool:
         """Load the spec again; on errors keep serving the last good one and log them."""
         try:
-            inventory = load_inventory(self.spec)
+            inventory = load_inventory(self.spec, imported=imported_installers(self.data_dir))
             self.service.reload(inventory)
+            self.webhooks.configure(inventory.server.webhooks)
         except SpecError as exc:
             for problem in exc.problems:
                 log.error("spec not reloaded: %s", problem)
@@ -138,6 +145,7 @@ class BootServer:
         if not self._threads:  # never started: the listening socket is still open
             wasyncore.close_all(self._http._map, ignore_all=True)
         self._http.task_dispatcher.shutdown()
+        self.webhooks.close()
         self.timeline.close()
 
 

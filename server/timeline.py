@@ -110,6 +110,7 @@ class Timeline:
         self._changed = threading.Condition()
         self._pending_lock = threading.Lock()  # only list and dict operations under it
         self._pending: list[Event] = []
+        self._listeners: list[Callable[[Event], None]] = []
         self._pending_ips: dict[str, str] = {}
         self._once: set[tuple[str, int, str]] = set()
         # Callbacks the database refused (as received, as reads show them), stored when it can.
@@ -158,8 +159,13 @@ class Timeline:
                     len(self._pending),
                 )
         self._wake.set()
-        self._notify()
+        self._notify(event)
         return event
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener(event)`` for every event recorded from now on, on the recording
+        thread: it must return at once (queue the work, never do it)."""
+        self._listeners.append(listener)
 
     def record_once(
         self, host: str, build: int, kind: str, detail: str = "", client: str = ""
@@ -190,7 +196,7 @@ class Timeline:
         except StoreUnavailable:
             self._hold(event)
             raise
-        self._notify()
+        self._notify(result)
         return result
 
     def _store_callback(self, db: sqlite3.Connection, event: Event) -> Event | None:
@@ -234,6 +240,7 @@ class Timeline:
                 self._held_disarms.add((event.host, event.build))
                 self.changes += 1
         self._wake.set()
+        self._notify(replace(event, kind=shown))  # shown to readers and listeners from now on
 
     def rearm(self, host: str, build: int | None = None) -> None:
         """Offer the install again on the next network boot (and, given the build, record
@@ -242,11 +249,12 @@ class Timeline:
         def store(db: sqlite3.Connection) -> None:
             db.execute("UPDATE netboot SET installed_build = NULL WHERE host = ?", (host,))
             if build is not None:
-                _insert_events(db, [self._event(host, build, REARMED, "", "")])
+                _insert_events(db, [rearmed])
 
+        rearmed = self._event(host, build or 0, REARMED, "", "")
         self._transaction(store)
         self._count_change()
-        self._notify()
+        self._notify(rearmed if build is not None else None)
 
     def bind_ip(self, host: str, ip: str) -> None:
         """Remember the address that fetched the host's boot config (written in the
@@ -341,9 +349,17 @@ class Timeline:
         with self._pending_lock:
             self.changes += 1
 
-    def _notify(self) -> None:
+    def _notify(self, event: Event | None = None) -> None:
+        """Wake the waiters; a newly recorded event also goes to the listeners."""
         with self._changed:
             self._changed.notify_all()
+        if event is None:
+            return
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a listener must never break recording
+                log.exception("timeline listener failed on %s of %s", event.kind, event.host)
 
     def events(self, host: str, build: int | None = None) -> list[Event]:
         """The host's events (of one build, or all), oldest first, stored or pending."""
