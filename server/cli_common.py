@@ -47,21 +47,33 @@ def spec_path(args: argparse.Namespace) -> Path:
     return Path(args.spec)
 
 
+def releases_dir(args: argparse.Namespace, spec: Path) -> Path:
+    """Where imported releases are: ``--data``, else ``releases/`` in the state directory."""
+    if getattr(args, "data", None):
+        return Path(args.data)
+    return state_path(args, spec) / "releases"
+
+
+def state_path(args: argparse.Namespace, spec: Path) -> Path:
+    """The state directory's path (``--state``, else ``.photonkick/`` beside the spec)."""
+    if args.state:
+        return Path(args.state)
+    return (Path.cwd() if args.example else spec.parent) / ".photonkick"
+
+
 def state_for(args: argparse.Namespace, spec: Path) -> StateDir:
     from photonkick.server.state import StateDir
 
-    if args.state:
-        return StateDir(Path(args.state))
-    base = Path.cwd() if args.example else spec.parent
-    return StateDir(base / ".photonkick")
+    return StateDir(state_path(args, spec))
 
 
 def load_spec(args: argparse.Namespace) -> tuple[Path, Inventory]:
     from photonkick.kickstarts.inventory import load_inventory
     from photonkick.kickstarts.warnings import inventory_warnings
+    from photonkick.server.release_installer import imported_installers
 
     spec = spec_path(args)
-    inventory = load_inventory(spec)
+    inventory = load_inventory(spec, imported=imported_installers(releases_dir(args, spec)))
     for warning in inventory_warnings(inventory):
         print(f"warning: {warning}", file=sys.stderr)
     return spec, inventory

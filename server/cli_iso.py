@@ -19,6 +19,7 @@ from photonkick.server.cli_common import (
 )
 from photonkick.server.iso_build import remaster_iso, write_seed_iso
 from photonkick.server.iso_import import import_iso
+from photonkick.server.release_installer import record_installer
 
 
 def cmd_import_iso(args: argparse.Namespace) -> int:
@@ -38,6 +39,11 @@ def cmd_import_iso(args: argparse.Namespace) -> int:
         f"Photon {result.release} from {args.iso} (volume {result.volume_id}): {action}; "
         f"{result.files} files, {result.total_bytes >> 20} MiB in {result.root}"
     )
+    installer = record_installer(result.root)
+    if installer.found is not None:
+        print(f"photon-os-installer {installer.found} (read from its initrd)")
+    else:
+        print(f"warning: installer version unknown: {installer.where}", file=sys.stderr)
     for link in result.skipped_symlinks:
         print(f"note: skipped symbolic link {link}", file=sys.stderr)
     return EXIT_OK

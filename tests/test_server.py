@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from serve_process import curl_tftp
 
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.server.http import create_app
@@ -80,22 +81,7 @@ class Lab:
     def tftp(self, name: str, blksize: int = 512) -> bytes:
         assert self.server
         out = self.root / "tftp.out"
-        out.unlink(missing_ok=True)
-        subprocess.run(
-            [
-                "curl",
-                "-sS",
-                "--fail",
-                "--tftp-blksize",
-                str(blksize),
-                "-o",
-                str(out),
-                f"tftp://127.0.0.1:{self.server.tftp.port}/{name}",
-            ],
-            check=True,
-            timeout=30,
-        )
-        return out.read_bytes()
+        return curl_tftp(self.server.tftp.port, name, out, "--tftp-blksize", str(blksize))
 
     def tftp_hpa(self, name: str) -> bytes:
         assert self.server
