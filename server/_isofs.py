@@ -9,8 +9,6 @@ for the small files a caller reads or adds on purpose.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
 from photonkick.kickstarts.errors import PhotonkickError
+from photonkick.server.files import write_atomic_with
 
 CHUNK = 1 << 20
 Kind = Literal["file", "dir", "symlink"]
@@ -382,21 +381,6 @@ def write_atomically(
     if not out.parent.is_dir():
         raise IsoError(f"{out.parent}: no such folder")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+        write_atomic_with(out, writer, mode=mode, verify=verify)
     except OSError as e:
         raise IsoError(f"{out}: cannot write: {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        if verify is not None:
-            verify(Path(tmp))
-        os.replace(tmp, out)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise IsoError(f"{out}: cannot write: {e.strerror or e}") from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
