@@ -113,9 +113,6 @@ def cmd_iso(args: argparse.Namespace) -> int:
             f"{seed_boot_param()}"
         )
         return EXIT_OK
-    if not args.base:
-        print("photonkick: iso needs --base PHOTON.iso, or --seed-only", file=sys.stderr)
-        return EXIT_BAD_INPUT
     result = remaster_iso(Path(args.base), kickstart, out, progress=progress_printer("writing"))
     if sys.stderr.isatty():
         print(file=sys.stderr)
