@@ -797,6 +797,21 @@ needs_mkisofs = pytest.mark.skipif(
 )
 
 
+def _boots_unattended_from_cd(out: Path, files: dict[str, bytes]) -> None:
+    """A remastered syslinux + EFI Photon ISO, read back by xorriso and isoinfo: both boot
+    entries with their images, a valid boot info table, the unattended menu, the kickstart."""
+    entries = el_torito(out)
+    assert [(e["platform"], e["path"]) for e in entries.values()] == [
+        ("BIOS", "/isolinux/isolinux.bin"),
+        ("UEFI", "/boot/grub2/efiboot.img"),
+    ]
+    isolinux_bin = isoinfo_read(out, "/isolinux/isolinux.bin")
+    _boot_info_table_ok(isolinux_bin, files["isolinux/isolinux.bin"], int(entries[1]["lba"]))
+    assert isoinfo_read(out, "/isolinux/menu.cfg").decode() == EXPECTED_MENU
+    assert isoinfo_read(out, "/isolinux/ks.json") == KS
+    assert volume_id(out) == "PHOTON_20250101"
+
+
 @needs_mkisofs
 def test_an_iso_mastered_with_photons_mkisofs_line(tmp_path: Path) -> None:
     stage, iso, out = tmp_path / "stage", tmp_path / "photon.iso", tmp_path / "out.iso"
@@ -815,16 +830,7 @@ def test_an_iso_mastered_with_photons_mkisofs_line(tmp_path: Path) -> None:
     assert _tree(imported.root) == _expected_import(files)
     result = remaster_iso(iso, KS, out)
     assert not result.hybrid_dropped
-    entries = el_torito(out)
-    assert [(e["platform"], e["path"]) for e in entries.values()] == [
-        ("BIOS", "/isolinux/isolinux.bin"),
-        ("UEFI", "/boot/grub2/efiboot.img"),
-    ]
-    isolinux_bin = isoinfo_read(out, "/isolinux/isolinux.bin")
-    _boot_info_table_ok(isolinux_bin, files["isolinux/isolinux.bin"], int(entries[1]["lba"]))
-    assert isoinfo_read(out, "/isolinux/menu.cfg").decode() == EXPECTED_MENU
-    assert isoinfo_read(out, "/isolinux/ks.json") == KS
-    assert volume_id(out) == "PHOTON_20250101"
+    _boots_unattended_from_cd(out, files)
 
 
 @needs_mkisofs
@@ -886,16 +892,7 @@ def test_an_isohybrid_mbr_without_gpt_is_dropped_and_the_copy_boots_from_cd(
     assert result.hybrid_dropped
     # No stale partition table pointing into the old layout.
     assert _mbr_partitions(out) == []
-    entries = el_torito(out)
-    assert [(e["platform"], e["path"]) for e in entries.values()] == [
-        ("BIOS", "/isolinux/isolinux.bin"),
-        ("UEFI", "/boot/grub2/efiboot.img"),
-    ]
-    isolinux_bin = isoinfo_read(out, "/isolinux/isolinux.bin")
-    _boot_info_table_ok(isolinux_bin, files["isolinux/isolinux.bin"], int(entries[1]["lba"]))
-    assert isoinfo_read(out, "/isolinux/menu.cfg").decode() == EXPECTED_MENU
-    assert isoinfo_read(out, "/isolinux/ks.json") == KS
-    assert volume_id(out) == "PHOTON_20250101"
+    _boots_unattended_from_cd(out, files)
 
 
 @needs_mkisofs
