@@ -19,7 +19,7 @@ def inventory_warnings(inventory: Inventory) -> list[str]:
         warnings.append(
             f"photon.installer is auto and no Photon {inventory.photon.release} ISO is "
             f"imported: checked as installer {inventory.photon.installer}; run photonkick "
-            "import-iso PHOTON.iso so the ISO's own installer version decides"
+            "import-iso SPEC PHOTON.iso so the ISO's own installer version decides"
         )
     if inventory.vsphere is not None:
         if inventory.vsphere.insecure:

@@ -7,6 +7,7 @@ import base64
 import ipaddress
 import logging
 import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -24,14 +25,21 @@ from photonkick.server.cli_common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    example_spec,
     find_host,
     load_spec,
     state_for,
 )
 from photonkick.server.cli_fleet import cmd_down, cmd_rebuild, cmd_status, cmd_up
 from photonkick.server.cli_inventory import add_inventory_arguments, cmd_inventory
-from photonkick.server.cli_iso import cmd_import_iso, cmd_iso
+from photonkick.server.cli_iso import cmd_import_iso, cmd_iso, import_command
+from photonkick.server.example import (
+    SECRET_NAME,
+    SPEC_NAME,
+    ExampleError,
+    new_password,
+    printed_example,
+    write_example,
+)
 from photonkick.server.loaders import loader_files, loader_report
 from photonkick.server.output import write_tree
 from photonkick.server.serve import BootServer, Listen, ListenError, serve_forever
@@ -159,7 +167,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(
                 f"warning: no imported Photon {inventory.photon.release} in {data} "
                 f"(missing {kernel}): PXE hosts cannot load the installer; run "
-                f"photonkick import-iso PHOTON.iso --data {data}",
+                + import_command(args),
                 file=sys.stderr,
                 flush=True,
             )
@@ -180,8 +188,20 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_example(args: argparse.Namespace) -> int:
-    """Print the bundled example spec, to start a spec of your own."""
-    sys.stdout.write(example_spec().read_text())
+    """Print the bundled example spec, or write it with its secret file (--out DIR)."""
+    password = new_password()
+    if args.out is None:
+        sys.stdout.write(printed_example(password))
+        return EXIT_OK
+    try:
+        spec, secret = write_example(Path(args.out), password)
+    except ExampleError as exc:
+        print(f"photonkick: {exc}; nothing was changed", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(
+        f"wrote {spec} and {secret} (a random database password, mode 0600)\n"
+        f"next: photonkick check {shlex.quote(str(spec))}"
+    )
     return EXIT_OK
 
 
@@ -237,10 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="falls back to a free high port when 69 cannot be bound",
     )
     serve.add_argument("--data", metavar="DIR", help="imported releases (default: STATE/releases)")
-    imp = verb("import-iso", cmd_import_iso, spec=False)
+    imp = verb("import-iso", cmd_import_iso)
     imp.add_argument("iso", metavar="PHOTON.iso")
-    imp.add_argument("--data", metavar="DIR", help="default: .photonkick/releases")
-    imp.add_argument("--state", metavar="DIR", help=argparse.SUPPRESS)
+    imp.add_argument(
+        "--data",
+        metavar="DIR",
+        help="default: STATE/releases, where serve looks (STATE: .photonkick/ beside SPEC, "
+        "or in the current folder without SPEC)",
+    )
     imp.add_argument("--release", help="force the release (when the ISO does not tell)")
     imp.add_argument("--verify", action="store_true", help="re-hash every file and repair")
     iso = verb("iso", cmd_iso)
@@ -274,7 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--offline", action="store_true", help="timelines only, no vSphere")
     add_inventory_arguments(verb("inventory", cmd_inventory))
     verb("doctor", cmd_doctor, spec=False).add_argument("--state", metavar="DIR")
-    verb("example", cmd_example, spec=False)
+    verb("example", cmd_example, spec=False).add_argument(
+        "--out",
+        metavar="DIR",
+        help=f"write {SPEC_NAME} and its secret file {SECRET_NAME} into DIR instead of printing",
+    )
     return parser
 
 

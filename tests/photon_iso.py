@@ -319,3 +319,32 @@ def stage_photon_tree(root: Path, spec: PhotonIsoSpec | None = None) -> dict[str
     if spec.rpms:
         (root / PRIMARY_LINK[0]).symlink_to(PRIMARY_LINK[1])
     return files
+
+
+# The first 32 bytes syslinux's isohybrid MBR code starts with (xor bp,bp; 30 nops), which
+# is how isohybrid images are recognised; the rest of the 432 bytes of code is not needed
+# to master or read one. Syslinux's own isohdpfx.bin is used when it is installed.
+ISOHYBRID_CODE_START = b"\x33\xed" + b"\x90" * 30
+
+
+def build_isohybrid_iso(tmp_path: Path, *, gpt: bool) -> tuple[Path, dict[str, bytes]]:
+    """A Photon ISO mastered as syslinux-style isohybrid (``-isohybrid-mbr``), with the
+    GPT/EFI partition for the UEFI entry (``-isohybrid-gpt-basdat``) or without."""
+    stage, iso = tmp_path / "stage", tmp_path / "photon.iso"
+    files = stage_photon_tree(stage)
+    mbr = Path("/usr/lib/ISOLINUX/isohdpfx.bin")
+    if not mbr.is_file():
+        mbr = tmp_path / "isohdpfx.bin"
+        mbr.write_bytes(ISOHYBRID_CODE_START.ljust(432, b"\0"))
+    subprocess.run(
+        ["xorriso", "-as", "mkisofs", "-quiet", "-R", "-l", "-D", "-o", str(iso)]
+        + ["-isohybrid-mbr", str(mbr)]
+        + ["-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot"]
+        + ["-boot-load-size", "4", "-boot-info-table"]
+        + ["-eltorito-alt-boot", "-e", "boot/grub2/efiboot.img", "-no-emul-boot"]
+        + (["-isohybrid-gpt-basdat"] if gpt else [])
+        + ["-V", "PHOTON_20250101", str(stage)],
+        check=True,
+        capture_output=True,
+    )
+    return iso, files

@@ -135,7 +135,6 @@ def test_example_verb_prints_a_valid_spec(tmp_path: Path) -> None:
     assert result.returncode == 0
     spec = tmp_path / "lab.yaml"
     spec.write_text(result.stdout)
-    (tmp_path / "db-password.txt").write_text("x\n")
     assert run("check", str(spec)).returncode == 0
 
 

@@ -361,6 +361,17 @@ def test_failed_callback_shows_reason_and_caps_the_log(lab: Lab) -> None:
     assert 'class="failed" id="host-web01"' in page and "cannot pull reg.example/web:1" in page
 
 
+def test_dashboard_escapes_what_hosts_report(lab: Lab) -> None:
+    path = ks_url(lab.tftp("pxelinux.cfg/01-00-50-56-00-10-01"))
+    base = path.replace("/ks/", "/cb/").removesuffix(".json")
+    hostile = "<script>alert(\"x\")</script> & 'q' <b>"
+    assert lab.post(f"{base}/failed", urllib.parse.urlencode({"reason": hostile}).encode()) == 200
+    page = lab.get("/")[1].decode()
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &#39;q&#39; &lt;b&gt;" in page
+    assert "<script>" not in page and "<b>" not in page
+    assert "&amp;lt;" not in page  # escaped once, not twice
+
+
 def test_broken_spec_keeps_the_last_good_one(lab: Lab, caplog: pytest.LogCaptureFixture) -> None:
     assert lab.server is not None
     lab.spec.write_text(lab.spec.read_text() + "  - {name: web01, mac: nope}\n")
