@@ -16,10 +16,30 @@ def next_server(inventory: Inventory) -> str:
     return urlsplit(inventory.server.boot_base).hostname or ""
 
 
+def ipxe_chain_url(inventory: Inventory) -> str:
+    """The URL iPXE clients are handed: it chains each MAC's own script."""
+    return f"{inventory.server.boot_base}/{IPXE_CHAIN}"
+
+
+def dnsmasq_boot_lines(inventory: Inventory) -> list[str]:
+    """dnsmasq lines choosing the boot file per client: iPXE, then UEFI x64, else BIOS."""
+    server = next_server(inventory)
+    chain = ipxe_chain_url(inventory)
+    return [
+        "dhcp-match=set:efi64,option:client-arch,7",
+        "dhcp-match=set:efi64,option:client-arch,9",
+        "dhcp-userclass=set:ipxe,iPXE",
+        f"dhcp-boot=tag:ipxe,{chain}",
+        f"dhcp-boot=tag:!ipxe,tag:efi64,{UEFI_BOOT_FILE},,{server}",
+        f"dhcp-boot=tag:!ipxe,tag:!efi64,{BIOS_BOOT_FILE},,{server}",
+    ]
+
+
 def dhcp_instructions(inventory: Inventory) -> str:
     """Plain-text DHCP settings: next-server and the boot file per client architecture."""
     server = next_server(inventory)
-    chain = f"{inventory.server.boot_base}/{IPXE_CHAIN}"
+    chain = ipxe_chain_url(inventory)
+    dnsmasq = "".join(f"  {line}\n" for line in dnsmasq_boot_lines(inventory))
     return f"""\
 DHCP settings for photonkick (TFTP and HTTP on {server}):
   next-server           {server}
@@ -28,13 +48,7 @@ DHCP settings for photonkick (TFTP and HTTP on {server}):
   iPXE (user-class)     {chain}
 
 dnsmasq:
-  dhcp-match=set:efi64,option:client-arch,7
-  dhcp-match=set:efi64,option:client-arch,9
-  dhcp-userclass=set:ipxe,iPXE
-  dhcp-boot=tag:ipxe,{chain}
-  dhcp-boot=tag:!ipxe,tag:efi64,{UEFI_BOOT_FILE},,{server}
-  dhcp-boot=tag:!ipxe,tag:!efi64,{BIOS_BOOT_FILE},,{server}
-
+{dnsmasq}
 ISC dhcpd:
   option arch code 93 = unsigned integer 16;
   next-server {server};
