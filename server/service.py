@@ -85,6 +85,10 @@ class BootService:
         """The host of that name in the served spec."""
         return self._snapshot.by_name.get(name)
 
+    def host_by_mac(self, mac: str) -> Host | None:
+        """The host with that MAC in the served spec."""
+        return self._snapshot.by_mac.get(mac.lower())
+
     def build(self, host: str) -> int:
         """The host's current build number."""
         return self._current(host)[0].build

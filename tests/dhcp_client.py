@@ -22,19 +22,21 @@ ARCH_BIOS, ARCH_EFI_X64 = 0, 7
 
 @dataclass(frozen=True)
 class Firmware:
-    """What a client says about itself: PXE architecture (option 93) and user class."""
+    """What a client says about itself: architecture (option 93), user class, vendor class."""
 
     arch: int = ARCH_BIOS
     user_class: bytes | None = None
+    vendor: str = "PXEClient"
 
     @property
     def vendor_class(self) -> bytes:
-        return f"PXEClient:Arch:{self.arch:05d}:UNDI:003016".encode()
+        return f"{self.vendor}:Arch:{self.arch:05d}:UNDI:003016".encode()
 
 
 BIOS = Firmware(ARCH_BIOS)
 UEFI = Firmware(ARCH_EFI_X64)
 IPXE = Firmware(ARCH_BIOS, b"iPXE")
+UEFI_HTTP = Firmware(16, vendor="HTTPClient")
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class Reply:
 
     @property
     def boot_file(self) -> str:
-        return self.file or self.options.get(67, b"").decode()
+        return self.file or self.options.get(67, b"").rstrip(b"\0").decode()
 
 
 def _option(code: int, value: bytes) -> bytes:
@@ -108,9 +110,15 @@ class DhcpClient:
         self.sock.close()
 
     def exchange(
-        self, mac: str, kind: int, firmware: Firmware, extra: bytes = b"", wait: float = 3.0
+        self,
+        mac: str,
+        kind: int,
+        firmware: Firmware,
+        extra: bytes = b"",
+        wait: float = 3.0,
+        count: int | None = None,
     ) -> list[Reply]:
-        """Broadcast one request; every reply to it that arrives within ``wait`` seconds."""
+        """Broadcast one request; the replies to it within ``wait`` seconds (at most ``count``)."""
         xid = int.from_bytes(os.urandom(4), "big")
         self.sock.sendto(packet(mac, xid, kind, firmware, extra), ("255.255.255.255", 67))
         replies: list[Reply] = []
@@ -122,17 +130,23 @@ class DhcpClient:
             reply = parse(self.sock.recv(4096))
             if reply is not None and reply.xid == xid:
                 replies.append(reply)
+                if len(replies) == count:
+                    break
         return replies
 
     def lease(self, mac: str, firmware: Firmware, wait: float = 3.0) -> tuple[Reply, Reply]:
         """DISCOVER, then REQUEST the first address offered: (offer, ack)."""
-        offers = [r for r in self.exchange(mac, DISCOVER, firmware, wait=wait) if r.yiaddr != "0.0.0.0"]
+        offers = [
+            r
+            for r in self.exchange(mac, DISCOVER, firmware, wait=wait, count=1)
+            if r.yiaddr != "0.0.0.0"
+        ]
         if not offers:
             raise AssertionError(f"no DHCP offer with an address for {mac}")
         offer = offers[0]
         extra = _option(50, ipaddress.IPv4Address(offer.yiaddr).packed)
         extra += _option(54, offer.options[54])
-        acks = [r for r in self.exchange(mac, REQUEST, firmware, extra, wait) if r.kind == ACK]
+        acks = [r for r in self.exchange(mac, REQUEST, firmware, extra, wait, 1) if r.kind == ACK]
         if not acks:
             raise AssertionError(f"no DHCPACK for {mac} requesting {offer.yiaddr}")
         return offer, acks[0]

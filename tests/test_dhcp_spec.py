@@ -42,7 +42,10 @@ def test_full_mode_reads_interface_and_range(write_spec: Callable[[str], Path]) 
     )
     dhcp = load_inventory(spec, {}).server.dhcp
     assert (dhcp.mode, dhcp.interface) == ("full", "eth1")
-    assert dhcp.range == (ipaddress.IPv4Address("192.0.2.100"), ipaddress.IPv4Address("192.0.2.200"))
+    assert dhcp.range == (
+        ipaddress.IPv4Address("192.0.2.100"),
+        ipaddress.IPv4Address("192.0.2.200"),
+    )
     assert dhcp.range_at == Location(str(spec), 6, 12)
 
 
@@ -69,8 +72,7 @@ def test_bad_dhcp_values_are_all_reported(write_spec: Callable[[str], Path]) -> 
         """
     )
     assert problems(spec) == [
-        "F:4:11: server.dhcp.mode: 'proxi' is not one of: off, proxy, full "
-        "(did you mean 'proxy'?)",
+        "F:4:11: server.dhcp.mode: 'proxi' is not one of: off, proxy, full (did you mean 'proxy'?)",
         "F:5:16: server.dhcp.interface: 'eth 1' is not a network interface name",
         "F:6:12: server.dhcp.range: '192.0.2.200-192.0.2.100' ends before it starts",
         "F:7:5: server.dhcp.ranges: unknown key (did you mean 'range'?)",
@@ -84,8 +86,7 @@ def test_range_must_be_two_addresses(write_spec: Callable[[str], Path], value: s
         + HOSTS
     )
     assert problems(spec) == [
-        f"F:3:30: server.dhcp.range: {value!r} is not an address range like "
-        "192.0.2.100-192.0.2.200"
+        f"F:3:30: server.dhcp.range: {value!r} is not an address range like 192.0.2.100-192.0.2.200"
     ]
 
 

@@ -59,6 +59,7 @@ log-facility=-
 dhcp-range=192.0.2.100,192.0.2.200,255.255.255.0,1h
 dhcp-authoritative
 dhcp-ignore-clid
+no-ping
 """
         + BOOT
         + """\
@@ -81,8 +82,8 @@ dhcp-leasefile=/s/l
 log-dhcp
 log-facility=-
 dhcp-range=10.1.0.0,proxy,255.255.0.0
-"""
-        + BOOT
+pxe-prompt="photonkick",0
+""" + BOOT
     )
 
 
