@@ -9,6 +9,8 @@ from photonkick.pxe.names import IPXE_CHAIN
 
 BIOS_BOOT_FILE = "lpxelinux.0"
 UEFI_BOOT_FILE = "grubx64.efi"
+IPXE_NO_PXEDHCP = "dhcp-option=tag:ipxe,encap:175,176,1"
+"""iPXE's no-pxedhcp setting (175.176): do not wait about 3 s for proxy-DHCP offers."""
 
 
 def next_server(inventory: Inventory) -> str:
@@ -39,21 +41,27 @@ def dhcp_instructions(inventory: Inventory) -> str:
     """Plain-text DHCP settings: next-server and the boot file per client architecture."""
     server = next_server(inventory)
     chain = ipxe_chain_url(inventory)
-    dnsmasq = "".join(f"  {line}\n" for line in dnsmasq_boot_lines(inventory))
+    dnsmasq = "".join(f"  {line}\n" for line in [*dnsmasq_boot_lines(inventory), IPXE_NO_PXEDHCP])
     return f"""\
 DHCP settings for photonkick (TFTP and HTTP on {server}):
   next-server           {server}
   BIOS (arch 0)         {BIOS_BOOT_FILE}   (fetches kernel and initrd over HTTP)
   UEFI x64 (arch 7, 9)  {UEFI_BOOT_FILE}   (network GRUB; kernel and initrd over HTTP)
   iPXE (user-class)     {chain}
+  iPXE speed-up         option 175.176 (no-pxedhcp) = 1: iPXE skips its ~3 s wait for
+                        proxy-DHCP offers (only without a proxy-DHCP server)
 
 dnsmasq:
 {dnsmasq}
 ISC dhcpd:
   option arch code 93 = unsigned integer 16;
+  option space ipxe;
+  option ipxe-encap-opts code 175 = encapsulate ipxe;
+  option ipxe.no-pxedhcp code 176 = unsigned integer 8;
   next-server {server};
   if exists user-class and option user-class = "iPXE" {{
     filename "{chain}";
+    option ipxe.no-pxedhcp 1;
   }} elsif option arch = 00:07 or option arch = 00:09 {{
     filename "{UEFI_BOOT_FILE}";
   }} else {{

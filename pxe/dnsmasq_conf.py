@@ -11,12 +11,10 @@ import ipaddress
 from dataclasses import dataclass
 
 from photonkick.kickstarts.spec import Host, Inventory
-from photonkick.pxe.dhcp import dnsmasq_boot_lines
+from photonkick.pxe.dhcp import IPXE_NO_PXEDHCP, dnsmasq_boot_lines
 
 LEASE_TIME = "1h"
 PXE_PROMPT = "photonkick"
-IPXE_NO_PXEDHCP = "dhcp-option=tag:ipxe,encap:175,176,1"
-"""iPXE's no-pxedhcp setting (175.176): do not wait about 3 s for proxy-DHCP offers."""
 
 
 @dataclass(frozen=True)

@@ -168,4 +168,6 @@ def attach_dhcp(server: BootServer, plan: DhcpPlan, inventory: Inventory) -> Man
         raise
     server.on_reload.append(dhcp.reload)
     server.on_stop.append(dhcp.stop)
+    if plan.mode == "full":  # proxy mode sees no leases: the addresses are not ours
+        server.service.leases = dhcp.leases
     return dhcp

@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from photonkick.kickstarts.artifacts import Artifact
 from photonkick.kickstarts.kickstart import BuildInfo, build_kickstart, dumps
@@ -23,6 +24,16 @@ from photonkick.server.state import StateDir
 from photonkick.server.timeline import StoreUnavailable, Timeline
 
 log = logging.getLogger("photonkick.server")
+
+
+class LeaseLookup(Protocol):
+    """The addresses a DHCP server leased to a MAC."""
+
+    def ips(self, mac: str) -> tuple[str, ...]:
+        """Every address leased to ``mac``."""
+        ...
+
+
 MAX_REASON = 2_000
 MAX_LOG_TAIL = 64 * 1024
 
@@ -59,6 +70,9 @@ class BootService:
         self._repo_noted: set[tuple[str, int]] = set()
         self._state_cache: dict[str, tuple[tuple[object, ...] | None, BuildInfo, bool]] = {}
         self._failing: set[str] = set()
+        self.leases: LeaseLookup | None = None
+        """Set by managed DHCP in full mode: kickstarts go only to addresses leased to the
+        host's MAC."""
 
     @property
     def inventory(self) -> Inventory:
@@ -212,8 +226,26 @@ class BootService:
                 "kickstart for %s refused: %s fetched its boot config, not %s", name, bound, client
             )
             return None
+        if not self._leased_to(host, client):
+            return None
         self.timeline.record(name, build, "kickstart", "", client)
         return self._kickstart_bytes(snap, host, info)
+
+    def _leased_to(self, host: Host, client: str) -> bool:
+        """Whether managed DHCP leased ``client`` to the host's MAC (always, without it)."""
+        if self.leases is None or host.mac is None or host.boot != "pxe":
+            return True
+        leased = self.leases.ips(host.mac)
+        if client in leased:
+            return True
+        log.warning(
+            "kickstart for %s refused: DHCP leased %s to %s, not %s",
+            host.name,
+            ", ".join(leased) or "nothing",
+            host.mac,
+            client,
+        )
+        return False
 
     def _kickstart_bytes(self, snap: _Snapshot, host: Host, info: BuildInfo) -> bytes:
         """The kickstart of this build (its callbacks carry this build's token)."""

@@ -12,7 +12,7 @@ import pytest
 
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.spec import Inventory
-from photonkick.pxe.dhcp import dhcp_instructions
+from photonkick.pxe.dhcp import IPXE_NO_PXEDHCP, dhcp_instructions
 from photonkick.pxe.dnsmasq_conf import DhcpSite, dnsmasq_config, reservations
 
 SITE = DhcpSite("eth1", ipaddress.IPv4Interface("192.0.2.1/24"), "/state/dnsmasq.leases")
@@ -91,6 +91,13 @@ def test_boot_answers_are_the_ones_check_prints(lab: Inventory) -> None:
     printed = dhcp_instructions(lab)
     for line in BOOT.splitlines():
         assert f"  {line}\n" in printed
+
+
+def test_check_advises_the_ipxe_speed_up_for_users_servers(lab: Inventory) -> None:
+    printed = dhcp_instructions(lab)
+    assert f"  {IPXE_NO_PXEDHCP}\n" in printed  # dnsmasq
+    assert "    option ipxe.no-pxedhcp 1;\n" in printed  # ISC dhcpd, for iPXE clients
+    assert IPXE_NO_PXEDHCP not in dnsmasq_config(lab, "proxy", SITE)  # iPXE must wait there
 
 
 def test_reservations_only_inside_the_subnet(lab: Inventory) -> None:

@@ -13,10 +13,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,13 @@ import pytest
 from dhcp_client import BIOS, DISCOVER, IPXE, UEFI, UEFI_HTTP, DhcpClient, Reply
 from dhcp_netns import BRIDGE, CLIENT_IF, OFFICE_IP, SERVER_IP, DhcpNet, create
 
+from photonkick.kickstarts.tokens import host_token
 from photonkick.server.dhcp_site import find_dnsmasq
 
 WEB = "00:50:56:00:10:01"  # static 192.0.2.21: reserved in full mode
 EFI = "00:50:56:00:10:02"  # no static address: from the range
 STRANGER = "00:50:56:00:10:99"  # not in the spec
+NOBODY = 65534
 CHAIN = f"http://{SERVER_IP}:8080/ipxe/boot.ipxe"
 NO_PXEDHCP = b"\xb0\x01\x01\xff"  # option 175: 176 (no-pxedhcp) = 1
 
@@ -81,8 +85,8 @@ def _kill_namespace_processes(ns: str) -> None:
 class Serve:
     """`photonkick serve` running in the server namespace, its output collected."""
 
-    def __init__(self, net: DhcpNet, spec: Path, *args: str) -> None:
-        argv = [sys.executable, "-m", "photonkick.server", "serve", str(spec)]
+    def __init__(self, net: DhcpNet, spec: Path, *args: str, wrap: Sequence[str] = ()) -> None:
+        argv = [*wrap, sys.executable, "-m", "photonkick.server", "serve", str(spec)]
         argv += ["--http", f"{SERVER_IP}:8080", "--tftp", f"{SERVER_IP}:6969", *args]
         self.proc = subprocess.Popen(
             net.exec_args(net.server, argv),
@@ -129,10 +133,12 @@ class Serve:
 def serve(net: DhcpNet, tmp_path: Path) -> Iterator[Callable[..., Serve]]:
     started: list[Serve] = []
 
-    def start(*args: str, spec: str = SPEC) -> Serve:
-        path = tmp_path / "lab.yaml"
+    def start(
+        *args: str, spec: str = SPEC, folder: Path = tmp_path, wrap: Sequence[str] = ()
+    ) -> Serve:
+        path = folder / "lab.yaml"
         path.write_text(spec)
-        started.append(Serve(net, path, "--state", str(tmp_path / "state"), *args))
+        started.append(Serve(net, path, "--state", str(folder / "state"), *args, wrap=wrap))
         return started[-1]
 
     yield start
@@ -223,11 +229,28 @@ def test_full_mode_answers_each_firmware_and_records_the_lease(
     assert status["phase"] == "config"
     assert status["phases"]["dhcp"] == 0.0 and status["phases"]["config"] > 0.0
 
+    # The kickstart goes only to an address dnsmasq leased to the host's MAC.
+    secret = bytes.fromhex((tmp_path / "state" / "secret").read_text().strip())
+    ks = f"http://{SERVER_IP}:8080/ks/web01/{host_token(secret, 'web01', 1)}.json"
+    assert net.inside(net.client, lambda: _status(ks)) == 200
+    assert net.inside(net.office, lambda: _status(ks)) == 404
+    server.wait_for(
+        f"kickstart for web01 refused: DHCP leased 192.0.2.21 to {WEB}, not {OFFICE_IP}"
+    )
+
     conf = tmp_path / "state" / "dnsmasq.conf"
     assert conf.stat().st_mode & 0o777 == 0o600
     assert "dhcp-host=00:50:56:00:10:01,192.0.2.21,web01\n" in conf.read_text()
     assert server.stop() == 0
     assert "dnsmasq" not in _namespace_commands(net.server)
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def _namespace_commands(ns: str) -> list[str]:
@@ -346,7 +369,7 @@ def test_port_67_in_use_stops_serve_before_anything_starts(
         assert server.finish() == 1
     finally:
         holder.close()
-    assert [line for line in server.lines if not line.startswith("warning:")] == [
+    assert _only_error(server) == [
         f"photonkick: DHCP port 67 on {BRIDGE} is in use (Address already in use): another "
         "DHCP server runs here; stop it, or serve with --dhcp off and use your own DHCP server"
     ]
@@ -364,3 +387,39 @@ def test_range_outside_the_subnet_is_a_spec_error(
         f"inside 192.0.2.0/24, the subnet of {BRIDGE}",
         "photonkick: 1 problem(s); nothing was changed",
     ]
+
+
+def _only_error(server: Serve) -> list[str]:
+    return [line for line in server.lines if not line.startswith("warning:")]
+
+
+def test_without_root_serve_names_the_fix(net: DhcpNet, serve: Callable[..., Serve]) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="photonkick-dhcp-"))
+    try:
+        os.chown(folder, NOBODY, NOBODY)
+        folder.chmod(0o755)
+        wrap = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+        server = serve("--dhcp", "proxy", folder=folder, wrap=wrap)
+        assert server.finish() == 1
+    finally:
+        shutil.rmtree(folder)
+    assert _only_error(server) == [
+        "photonkick: managed DHCP needs root (DHCP port 67): run serve as root, or serve with "
+        "--dhcp off and use your own DHCP server"
+    ]
+
+
+def test_without_dnsmasq_serve_names_the_package(
+    net: DhcpNet, serve: Callable[..., Serve], tmp_path: Path
+) -> None:
+    dnsmasq = find_dnsmasq()
+    assert dnsmasq is not None
+    # A private mount namespace where the binary is an empty, non-executable file.
+    hide = f'mount --bind /dev/null {dnsmasq} && exec "$@"'
+    server = serve("--dhcp", "full", wrap=["unshare", "-m", "sh", "-c", hide, "sh"])
+    assert server.finish() == 1
+    assert _only_error(server) == [
+        "photonkick: managed DHCP needs dnsmasq: apt-get install dnsmasq-base, or serve with "
+        "--dhcp off and use your own DHCP server"
+    ]
+    assert not (tmp_path / "state" / "dnsmasq.conf").exists()
