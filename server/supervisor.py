@@ -62,6 +62,7 @@ class Supervisor:
         self._restart_asked = False
         self._thread: threading.Thread | None = None
         self._pending = b""
+        self._last: list[str] = []
 
     @property
     def pid(self) -> int | None:
@@ -111,6 +112,7 @@ class Supervisor:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         self._pending = b""
+        self._last = []
         proc = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
@@ -141,6 +143,7 @@ class Supervisor:
 
     def _emit(self, raw: list[bytes]) -> list[str]:
         lines = [r.decode("utf-8", "replace").rstrip("\r") for r in raw]
+        self._last = (self._last + [line for line in lines if line.strip()])[-3:]
         for line in lines:
             try:
                 self.on_line(line)
@@ -150,13 +153,12 @@ class Supervisor:
 
     def _watch(self) -> None:
         delay = FIRST_DELAY
-        last: list[str] = []
         while True:
             proc = self._proc
             started = time.monotonic()
             if proc is not None:
-                while (got := self._read(proc, IDLE)) is not None:
-                    last = (last + got)[-3:]
+                while self._read(proc, IDLE) is not None:
+                    pass
                 status: int | None = proc.wait()
                 if proc.stdout is not None:
                     proc.stdout.close()
@@ -170,9 +172,9 @@ class Supervisor:
             if not asked:
                 if time.monotonic() - started > STABLE:
                     delay = FIRST_DELAY
-                said = f"; it last said: {last[-1]}" if last else ""
+                said = f"; it last said: {self._last[-1]}" if self._last else ""
                 log.error(
-                    "%s exited (status %s); restarting in %.0f s%s", self.name, status, delay, said
+                    "%s exited (status %s); restarting in %g s%s", self.name, status, delay, said
                 )
                 if self._stopping.wait(delay):
                     return
