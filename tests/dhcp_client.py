@@ -63,10 +63,16 @@ def _option(code: int, value: bytes) -> bytes:
     return bytes([code, len(value)]) + value
 
 
-def packet(mac: str, xid: int, kind: int, firmware: Firmware, extra: bytes = b"") -> bytes:
+def packet(
+    mac: str, xid: int, kind: int, firmware: Firmware, extra: bytes = b"", ciaddr: str = "0.0.0.0"
+) -> bytes:
     """A BOOTREQUEST of DHCP type ``kind`` from ``mac`` (broadcast replies asked for)."""
     chaddr = bytes.fromhex(mac.replace(":", "")).ljust(16, b"\0")
-    head = struct.pack("!BBBBIHH4s4s4s4s16s", 1, 1, 6, 0, xid, 0, 0x8000, *[b"\0" * 4] * 4, chaddr)
+    client = ipaddress.IPv4Address(ciaddr).packed
+    zero = b"\0" * 4
+    head = struct.pack(
+        "!BBBBIHH4s4s4s4s16s", 1, 1, 6, 0, xid, 0, 0x8000, client, zero, zero, zero, chaddr
+    )
     options = _option(53, bytes([kind])) + _option(60, firmware.vendor_class)
     options += _option(93, struct.pack("!H", firmware.arch)) + _option(94, b"\x01\x02\x01")
     options += _option(97, b"\0" + bytes.fromhex(mac.replace(":", "")) * 2 + b"\0\0\0\0")
@@ -117,10 +123,13 @@ class DhcpClient:
         extra: bytes = b"",
         wait: float = 3.0,
         count: int | None = None,
+        to: tuple[str, int] = ("255.255.255.255", 67),
+        ciaddr: str = "0.0.0.0",
     ) -> list[Reply]:
-        """Broadcast one request; the replies to it within ``wait`` seconds (at most ``count``)."""
+        """Send one request (broadcast unless ``to`` says); the replies to it within ``wait``
+        seconds (at most ``count``)."""
         xid = int.from_bytes(os.urandom(4), "big")
-        self.sock.sendto(packet(mac, xid, kind, firmware, extra), ("255.255.255.255", 67))
+        self.sock.sendto(packet(mac, xid, kind, firmware, extra, ciaddr), to)
         replies: list[Reply] = []
         deadline = time.monotonic() + wait
         while (left := deadline - time.monotonic()) > 0:

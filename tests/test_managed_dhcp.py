@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dhcp_client import BIOS, DISCOVER, IPXE, UEFI, UEFI_HTTP, DhcpClient, Reply
+from dhcp_client import ACK, BIOS, DISCOVER, IPXE, REQUEST, UEFI, UEFI_HTTP, DhcpClient, Reply
 from dhcp_netns import BRIDGE, CLIENT_IF, OFFICE_IP, SERVER_IP, DhcpNet, create
 
 from photonkick.kickstarts.tokens import host_token
@@ -296,6 +296,11 @@ def test_proxy_mode_adds_boot_answers_beside_another_dhcp_server(
             }
 
         got = _client(net, boot)
+        # UEFI PXE then asks the proxy on port 4011, from the address the office DHCP gave.
+        uefi_ip = _from(got["uefi"], OFFICE_IP).yiaddr
+        subprocess.run(["ip", "-n", net.client, "addr", "add", f"{uefi_ip}/24", "dev", CLIENT_IF])
+        pxe_request = {"to": (SERVER_IP, 4011), "ciaddr": uefi_ip, "count": 1}
+        (boot_server,) = _client(net, lambda c: c.exchange(EFI, REQUEST, UEFI, **pxe_request))
     finally:
         office.terminate()
         office.wait(10)
@@ -305,10 +310,13 @@ def test_proxy_mode_adds_boot_answers_beside_another_dhcp_server(
         proxy = _from(got[name], SERVER_IP)
         assert (proxy.yiaddr, proxy.boot_file) == ("0.0.0.0", boot_file), name
         assert proxy.options[60] == b"PXEClient"
+    assert (boot_server.kind, boot_server.boot_file) == (ACK, "grubx64.efi")
+    assert boot_server.siaddr == SERVER_IP
     # dnsmasq's proxy answers PXEClient only: a UEFI HTTP-boot client gets no boot answer.
     assert [r.server_id for r in got["http"]] == [OFFICE_IP]
+    _wait(lambda: len(_dhcp_events(net, "efi01")) >= 2)
     details = [e["detail"] for e in _dhcp_events(net, "efi01")]
-    assert details == ["PXE proxy boot grubx64.efi (PXEClient:Arch:00007:UNDI:003016)"]
+    assert details == ["PXE proxy boot grubx64.efi (PXEClient:Arch:00007:UNDI:003016)"] * 2
 
 
 def test_dnsmasq_is_restarted_when_it_dies(net: DhcpNet, serve: Callable[..., Serve]) -> None:
