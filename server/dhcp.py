@@ -118,7 +118,7 @@ class ManagedDhcp:
         self._config = config
         self.plan = DhcpPlan(self.plan.mode, site, self.plan.dnsmasq, self.plan.config_file)
         self.supervisor.restart()
-        log.info("DHCP config rewritten; dnsmasq restarted")
+        log.info("DHCP config rewritten; restarting dnsmasq")
 
     def stop(self) -> None:
         """Stop dnsmasq."""

@@ -355,8 +355,8 @@ def test_spec_reload_rewrites_the_config(
         + "    network: {address: 192.0.2.77/24, gateway: 192.0.2.1}\n"
     )
     os.utime(spec, (time.time() + 5, time.time() + 5))
-    server.wait_for("DHCP config rewritten; dnsmasq restarted")
-    time.sleep(0.5)  # dnsmasq binds its socket right after the restart
+    server.wait_for("DHCP config rewritten; restarting dnsmasq")
+    _wait(lambda: server.output.count("dnsmasq: DHCP, IP range") == 2)  # the new one is up
     after = _client(net, lambda c: c.exchange(STRANGER, DISCOVER, BIOS, count=1))
     assert [r.yiaddr for r in after] == ["192.0.2.77"]
     assert "dnsmasq exited" not in server.output  # a restart asked for is not a crash
