@@ -8,18 +8,15 @@ the namespaces: there is no uplink and no route out. Names carry a random suffix
 
 from __future__ import annotations
 
-import ctypes
-import os
 import secrets
 import subprocess
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
+from lab.netlab import call_in_netns
+
 T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
 SERVER_IP = "192.0.2.1"
 OFFICE_IP = "192.0.2.2"
 BRIDGE = "pkbr0"
@@ -44,22 +41,7 @@ class DhcpNet:
 
     def inside(self, ns: str, fn: Callable[[], T]) -> T:
         """Call ``fn`` on a thread that entered ``ns``; sockets it makes stay in ``ns``."""
-        result: list[T] = []
-        error: list[BaseException] = []
-
-        def body() -> None:
-            try:
-                _setns(Path("/run/netns") / ns)
-                result.append(fn())
-            except BaseException as exc:  # handed to the caller below
-                error.append(exc)
-
-        thread = threading.Thread(target=body, name=f"netns-{ns}")
-        thread.start()
-        thread.join()
-        if error:
-            raise error[0]
-        return result[0]
+        return call_in_netns(ns, fn)
 
     def delete(self) -> None:
         """Remove the namespaces; their links go with them."""
@@ -90,14 +72,3 @@ def create() -> DhcpNet:
         net.delete()
         raise
     return net
-
-
-def _setns(path: Path) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns {path}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
