@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 PACKET_KINDS = ("DHCPDISCOVER", "DHCPOFFER", "DHCPACK", "DHCPNAK", "PXE")
 """The packets that become timeline events (requests, releases and informs do not)."""
+MAX_CLASS = 64
+"""Characters kept of a client's vendor or user class (the client chooses them)."""
 _LINE = re.compile(r"dnsmasq-dhcp(?:\[\d+\])?: (?:(\d+) )?(.*)")
 _PACKET = re.compile(r"(DHCP[A-Z]+|PXE|BOOTP)\(([^)]*)\) (.*)")
 _MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
@@ -70,7 +72,7 @@ class DhcpLogParser:
 
     def feed(self, line: str) -> list[DhcpEvent]:
         """Take one log line; return the events it completed (usually none)."""
-        match = _LINE.search(line)
+        match = _LINE.match(line)
         if match is None:
             return []
         xid, text = match.group(1), match.group(2).strip()
@@ -90,9 +92,9 @@ class DhcpLogParser:
 
     def _take(self, tx: _Transaction, text: str, done: list[DhcpEvent]) -> None:
         if text.startswith("vendor class: "):
-            tx.vendor_class = text.removeprefix("vendor class: ")
+            tx.vendor_class = text.removeprefix("vendor class: ")[:MAX_CLASS]
         elif text.startswith("user class: "):
-            tx.user_class = text.removeprefix("user class: ")
+            tx.user_class = text.removeprefix("user class: ")[:MAX_CLASS]
         elif boot := _BOOT_FILE.match(text):
             tx.boot_file = boot.group(1)
         elif packet := _packet(text):

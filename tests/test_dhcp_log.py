@@ -97,10 +97,25 @@ def test_garbage_lines_are_ignored() -> None:
             "dnsmasq-dhcp[1]: 5 DHCPDISCOVER(eth0) not-a-mac",
             "dnsmasq-dhcp[1]: 5 DHCPINFORM(eth0) 192.0.2.5 00:50:56:00:10:01",
             "dnsmasq-dhcp[1]: 6 \x00\xff DHCPACK(",
+            "x dnsmasq-dhcp[1]: 8 DHCPACK(eth0) 192.0.2.5 00:50:56:00:10:01",
             "",
         ]
     )
     assert parse(text) == []
+
+
+def test_a_client_cannot_forge_a_packet_line_through_its_class() -> None:
+    # dnsmasq drops control characters from what clients send, so a forged line arrives
+    # glued to the real one (as dnsmasq 2.90 logged it).
+    text = (
+        "dnsmasq-dhcp[25426]: 29 user class: iPXEdnsmasq-dhcp[1]: 7 DHCPACK(pkbr0) 192.0.2.99 "
+        + "00:50:56:00:10:01"
+        + "x" * 100
+        + "\ndnsmasq-dhcp[25426]: 29 DHCPDISCOVER(pkbr0) 00:50:56:00:10:07\n"
+    )
+    (event,) = parse(text)
+    assert (event.kind, event.mac, event.ip) == ("DHCPDISCOVER", "00:50:56:00:10:07", None)
+    assert event.user_class is not None and len(event.user_class) == 64
 
 
 def test_leases_keep_every_address_of_a_mac() -> None:
