@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from photonkick.kickstarts.spec import Host, Inventory
-from photonkick.pxe.dhcp import IPXE_NO_PXEDHCP, dnsmasq_boot_lines
+from photonkick.pxe.dhcp import IPXE_NO_PXEDHCP, dnsmasq_boot_lines, dnsmasq_http_boot_lines
 
 LEASE_TIME = "1h"
 PXE_PROMPT = "photonkick"
@@ -81,6 +81,8 @@ def dnsmasq_config(inventory: Inventory, mode: str, site: DhcpSite) -> str:
         ]
     lines += dnsmasq_boot_lines(inventory)
     if mode == "full":
+        # dnsmasq's proxy mode never answers HTTPClient; in full mode UEFI HTTP boot works.
+        lines += dnsmasq_http_boot_lines(inventory)
         lines.append(IPXE_NO_PXEDHCP)
         lines += [
             f"dhcp-host={h.mac},{ip},{h.name}" for h, ip in reservations(inventory, network)[0]

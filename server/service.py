@@ -17,7 +17,7 @@ from photonkick.kickstarts.artifacts import Artifact
 from photonkick.kickstarts.kickstart import BuildInfo, build_kickstart, dumps
 from photonkick.kickstarts.spec import Host, Inventory
 from photonkick.kickstarts.tokens import CALLBACK_EVENTS, token_matches
-from photonkick.pxe.names import HTTP, TFTP
+from photonkick.pxe.names import HTTP, HTTP_LOADERS, TFTP
 from photonkick.pxe.tree import BootFormat, build_boot_tree, host_boot_files
 from photonkick.server.confine import confined_file
 from photonkick.server.state import StateDir
@@ -169,6 +169,8 @@ class BootService:
         mac = _mac_from(BootFormat.IPXE, path)
         if mac is not None:
             return self.boot_file(BootFormat.IPXE, mac, client)
+        if path.parent == PurePosixPath("ipxe") and path.name in HTTP_LOADERS:
+            return self.loaders.get(path.name)
         artifact = self._snapshot.tree.get(HTTP / path)
         if artifact is not None and not artifact.private:
             return artifact.content

@@ -63,6 +63,9 @@ no-ping
 """
         + BOOT
         + """\
+dhcp-vendorclass=set:httpboot,HTTPClient
+dhcp-option-force=tag:httpboot,60,HTTPClient
+dhcp-boot=tag:httpboot,http://192.0.2.1:8080/ipxe/snponly.efi
 dhcp-option=tag:ipxe,encap:175,176,1
 dhcp-host=00:50:56:00:10:01,192.0.2.21,web01
 """
@@ -91,6 +94,18 @@ def test_boot_answers_are_the_ones_check_prints(lab: Inventory) -> None:
     printed = dhcp_instructions(lab)
     for line in BOOT.splitlines():
         assert f"  {line}\n" in printed
+
+
+def test_check_advises_uefi_http_boot_for_users_servers(lab: Inventory) -> None:
+    printed = dhcp_instructions(lab)
+    block = printed.split("\ndnsmasq, UEFI HTTP boot", 1)[1]
+    assert block.splitlines()[1:] == [
+        "  dhcp-vendorclass=set:httpboot,HTTPClient",
+        "  dhcp-option-force=tag:httpboot,60,HTTPClient",
+        "  dhcp-boot=tag:httpboot,http://192.0.2.1:8080/ipxe/snponly.efi",
+    ]
+    assert '    filename "http://192.0.2.1:8080/ipxe/snponly.efi";\n' in printed  # ISC dhcpd
+    assert "HTTPClient" not in dnsmasq_config(lab, "proxy", SITE)
 
 
 def test_check_advises_the_ipxe_speed_up_for_users_servers(lab: Inventory) -> None:

@@ -319,6 +319,32 @@ def test_proxy_mode_adds_boot_answers_beside_another_dhcp_server(
     assert details == ["PXE proxy boot grubx64.efi (PXEClient:Arch:00007:UNDI:003016)"] * 2
 
 
+def test_full_mode_answers_uefi_http_boot_with_the_loader_url(
+    net: DhcpNet, serve: Callable[..., Serve]
+) -> None:
+    loader = Path("/usr/lib/ipxe/snponly.efi")
+    if not loader.is_file():
+        pytest.skip("no /usr/lib/ipxe/snponly.efi (Debian package ipxe)")
+    server = serve("--dhcp", "full")
+    server.wait_for("photonkick serving")
+    offer, ack = _client(net, lambda c: c.lease(EFI, UEFI_HTTP))
+    url = f"http://{SERVER_IP}:8080/ipxe/snponly.efi"
+    for reply in (offer, ack):
+        assert (reply.options[60], reply.boot_file) == (b"HTTPClient", url)
+    subprocess.run(["ip", "-n", net.client, "addr", "add", f"{ack.yiaddr}/24", "dev", CLIENT_IF])
+
+    def fetch() -> bytes:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            body: bytes = resp.read()
+            return body
+
+    assert net.inside(net.client, fetch) == loader.read_bytes()
+    _wait(lambda: any("DHCPACK" in e["detail"] for e in _dhcp_events(net, "efi01")))
+    assert f"DHCPACK {ack.yiaddr} boot {url} (HTTPClient:Arch:00016:UNDI:003016)" in [
+        e["detail"] for e in _dhcp_events(net, "efi01")
+    ]
+
+
 def test_dnsmasq_is_restarted_when_it_dies(net: DhcpNet, serve: Callable[..., Serve]) -> None:
     server = serve("--dhcp", "full")
     server.wait_for("photonkick serving")
