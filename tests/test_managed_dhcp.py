@@ -229,6 +229,13 @@ def test_full_mode_answers_each_firmware_and_records_the_lease(
     assert status["phase"] == "config"
     assert status["phases"]["dhcp"] == 0.0 and status["phases"]["config"] > 0.0
 
+    def dashboard() -> str:
+        with urllib.request.urlopen(f"http://{SERVER_IP}:8080/", timeout=5) as resp:
+            page: str = resp.read().decode()
+            return page
+
+    assert 'class="seg p-dhcp"' in net.inside(net.server, dashboard)
+
     # The kickstart goes only to an address dnsmasq leased to the host's MAC.
     secret = bytes.fromhex((tmp_path / "state" / "secret").read_text().strip())
     ks = f"http://{SERVER_IP}:8080/ks/web01/{host_token(secret, 'web01', 1)}.json"
@@ -457,3 +464,15 @@ def test_without_dnsmasq_serve_names_the_package(
         "--dhcp off and use your own DHCP server"
     ]
     assert not (tmp_path / "state" / "dnsmasq.conf").exists()
+
+
+def test_an_interface_that_is_not_there_is_a_spec_error(
+    net: DhcpNet, serve: Callable[..., Serve], tmp_path: Path
+) -> None:
+    spec = SPEC.replace("dhcp: {range:", "dhcp: {interface: nope0, range:")
+    server = serve("--dhcp", "proxy", spec=spec)
+    assert server.finish() == 2
+    assert server.lines[-2].startswith(
+        f"{tmp_path / 'lab.yaml'}:3:9: server.dhcp.interface: no interface nope0 on this "
+        "machine (it has lo, pkbr0"
+    )
