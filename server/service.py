@@ -24,16 +24,6 @@ from photonkick.server.state import StateDir
 from photonkick.server.timeline import StoreUnavailable, Timeline
 
 log = logging.getLogger("photonkick.server")
-
-
-class LeaseLookup(Protocol):
-    """The addresses a DHCP server leased to a MAC."""
-
-    def ips(self, mac: str) -> tuple[str, ...]:
-        """Every address leased to ``mac``."""
-        ...
-
-
 MAX_REASON = 2_000
 MAX_LOG_TAIL = 64 * 1024
 
@@ -47,6 +37,14 @@ class _Snapshot:
     by_name: dict[str, Host]
     by_mac: dict[str, Host]
     kickstarts: dict[tuple[str, int], bytes] = field(default_factory=dict)
+
+
+class LeaseLookup(Protocol):
+    """The addresses a DHCP server leased to a MAC."""
+
+    def ips(self, mac: str) -> tuple[str, ...]:
+        """Every address leased to ``mac``."""
+        ...
 
 
 class BootService:
