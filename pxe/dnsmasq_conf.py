@@ -19,11 +19,12 @@ PXE_PROMPT = "photonkick"
 
 @dataclass(frozen=True)
 class DhcpSite:
-    """Where dnsmasq runs: the interface, the server's address on it, and its lease file."""
+    """Where dnsmasq runs: the interface, the server's address on it, its lease and pid files."""
 
     interface: str
     address: ipaddress.IPv4Interface
     lease_file: str
+    pid_file: str
 
 
 def reservations(
@@ -53,7 +54,7 @@ def dnsmasq_config(inventory: Inventory, mode: str, site: DhcpSite) -> str:
         "port=0",
         f"interface={site.interface}",
         "bind-interfaces",
-        "pid-file=",
+        f"pid-file={site.pid_file}",
         f"dhcp-leasefile={site.lease_file}",
         "log-dhcp",
         "log-facility=-",

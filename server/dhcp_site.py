@@ -10,10 +10,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import ipaddress
+import logging
 import os
 import shutil
+import signal
 import socket
 import struct
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,7 +30,9 @@ SIOCGIFNETMASK = 0x891B
 DHCP_PORT = 67
 CONFIG_FILE = "dnsmasq.conf"
 LEASE_FILE = "dnsmasq.leases"
+PID_FILE = "dnsmasq.pid"
 OFF_HINT = "or serve with --dhcp off and use your own DHCP server"
+log = logging.getLogger("photonkick.server.dhcp")
 
 
 class DhcpSetupError(PhotonkickError):
@@ -110,11 +115,15 @@ def resolve_site(inventory: Inventory, state_dir: Path) -> DhcpSite:
                 "server.dhcp.interface",
                 f"{dhcp.interface} has no IPv4 address; DHCP needs one on its subnet",
             )
-        site = DhcpSite(dhcp.interface, address, str(state_dir / LEASE_FILE))
+        site = _site(dhcp.interface, address, state_dir)
     else:
         site = _site_of_server_address(inventory, names, state_dir)
     _check_range(inventory, site)
     return site
+
+
+def _site(interface: str, address: ipaddress.IPv4Interface, state_dir: Path) -> DhcpSite:
+    return DhcpSite(interface, address, str(state_dir / LEASE_FILE), str(state_dir / PID_FILE))
 
 
 def _site_of_server_address(inventory: Inventory, names: list[str], state_dir: Path) -> DhcpSite:
@@ -122,7 +131,7 @@ def _site_of_server_address(inventory: Inventory, names: list[str], state_dir: P
     for name in names:
         address = interface_address(name)
         if address is not None and server is not None and address.ip == server:
-            return DhcpSite(name, address, str(state_dir / LEASE_FILE))
+            return _site(name, address, state_dir)
     raise _problem(
         inventory.server.dhcp.at,
         inventory,
@@ -172,6 +181,7 @@ def check_machine(site: DhcpSite) -> str:
         raise DhcpSetupError(
             f"managed DHCP needs dnsmasq: apt-get install dnsmasq-base, {OFF_HINT}"
         )
+    stop_leftover(Path(site.pid_file))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, site.interface.encode())
         try:
@@ -182,6 +192,30 @@ def check_machine(site: DhcpSite) -> str:
                 f"DHCP server runs here; stop it, {OFF_HINT}"
             ) from None
     return binary
+
+
+def stop_leftover(pid_file: Path, grace: float = 5.0) -> None:
+    """Stop a dnsmasq an earlier `serve` of this state directory left running.
+
+    dnsmasq drops root after it starts, which also drops the signal that would have ended it
+    with a killed `serve`; its pid file (written while it was root) finds it again. Only a
+    process that is dnsmasq with this state directory's config is stopped.
+    """
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError, IndexError):
+        return
+    config = f"--conf-file={pid_file.parent / CONFIG_FILE}".encode()
+    if not cmdline or Path(cmdline[0].decode(errors="replace")).name != "dnsmasq":
+        return
+    if config not in cmdline:
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log.warning("stopped dnsmasq (pid %d) that an earlier serve left running", pid)
 
 
 def plan_dhcp(inventory: Inventory, state_dir: Path) -> DhcpPlan | None:

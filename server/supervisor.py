@@ -33,7 +33,10 @@ class ChildFailed(Exception):
 
 
 def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the thread that started it ends (a killed parent)."""
+    """In the child: get SIGTERM when the thread that started it ends (a killed parent).
+
+    The kernel forgets this when the child changes its user (as dnsmasq does after it
+    started); such a child needs its own way back (see dhcp_site.stop_leftover)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 

@@ -15,7 +15,9 @@ from photonkick.kickstarts.spec import Inventory
 from photonkick.pxe.dhcp import IPXE_NO_PXEDHCP, dhcp_instructions
 from photonkick.pxe.dnsmasq_conf import DhcpSite, dnsmasq_config, reservations
 
-SITE = DhcpSite("eth1", ipaddress.IPv4Interface("192.0.2.1/24"), "/state/dnsmasq.leases")
+SITE = DhcpSite(
+    "eth1", ipaddress.IPv4Interface("192.0.2.1/24"), "/state/dnsmasq.leases", "/state/dnsmasq.pid"
+)
 
 
 @pytest.fixture
@@ -52,7 +54,7 @@ def test_full_mode_config(lab: Inventory) -> None:
 port=0
 interface=eth1
 bind-interfaces
-pid-file=
+pid-file=/state/dnsmasq.pid
 dhcp-leasefile=/state/dnsmasq.leases
 log-dhcp
 log-facility=-
@@ -73,14 +75,14 @@ dhcp-host=00:50:56:00:10:01,192.0.2.21,web01
 
 
 def test_proxy_mode_config(lab: Inventory) -> None:
-    site = DhcpSite("br0", ipaddress.IPv4Interface("10.1.2.3/16"), "/s/l")
+    site = DhcpSite("br0", ipaddress.IPv4Interface("10.1.2.3/16"), "/s/l", "/s/p")
     assert dnsmasq_config(lab, "proxy", site) == (
         f"# photonkick serve {lab.source}: DHCP proxy on br0\n"
         """\
 port=0
 interface=br0
 bind-interfaces
-pid-file=
+pid-file=/s/p
 dhcp-leasefile=/s/l
 log-dhcp
 log-facility=-

@@ -476,3 +476,22 @@ def test_an_interface_that_is_not_there_is_a_spec_error(
         f"{tmp_path / 'lab.yaml'}:3:9: server.dhcp.interface: no interface nope0 on this "
         "machine (it has lo, pkbr0"
     )
+
+
+def test_dnsmasq_left_by_a_killed_serve_is_stopped_by_the_next(
+    net: DhcpNet, serve: Callable[..., Serve]
+) -> None:
+    first = serve("--dhcp", "full")
+    first.wait_for("photonkick serving")
+    orphan = _dnsmasq_pid(net)
+    assert orphan is not None
+    first.proc.kill()  # no chance to stop its child
+    first.finish()
+    assert _dnsmasq_pid(net) == orphan  # dnsmasq runs on (it dropped root, and with it the
+    # signal that would have ended it with its parent)
+    second = serve("--dhcp", "full")
+    second.wait_for("photonkick serving")
+    assert f"stopped dnsmasq (pid {orphan}) that an earlier serve left running" in second.lines
+    assert _dnsmasq_pid(net) not in (None, orphan)
+    replies = _client(net, lambda c: c.exchange(WEB, DISCOVER, BIOS, count=1))
+    assert [r.yiaddr for r in replies] == ["192.0.2.21"]
