@@ -8,7 +8,6 @@ event in its timeline, and the addresses dnsmasq leased are kept per MAC.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from photonkick.kickstarts.spec import Inventory
 from photonkick.pxe.dnsmasq_conf import dnsmasq_config, reservations
 from photonkick.server.dhcp_log import DhcpEvent, DhcpLogParser, Leases
 from photonkick.server.dhcp_site import OFF_HINT, DhcpPlan, DhcpSetupError, resolve_site, with_mode
+from photonkick.server.files import write_atomic
 from photonkick.server.serve import BootServer
 from photonkick.server.service import BootService
 from photonkick.server.supervisor import ChildFailed, Supervisor
@@ -27,17 +27,6 @@ DHCP_PHASE = "dhcp"
 _READY = re.compile(r"DHCP, (IP range|proxy on subnet) ")
 _TRANSACTION = re.compile(r"dnsmasq-dhcp(?:\[\d+\])?: \d+ ")
 _PREFIX = re.compile(r"^dnsmasq(?:-dhcp)?(?:\[\d+\])?: ")
-
-
-def write_private(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` in one rename, readable by its owner only."""
-    tmp = path.with_name(f".{path.name}.new")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _why(exc: ChildFailed) -> str:
@@ -77,7 +66,7 @@ class ManagedDhcp:
     def start(self) -> None:
         """Write the config and start dnsmasq; DhcpSetupError (nothing left running) if it
         does not come up."""
-        write_private(self.plan.config_file, self._config)
+        write_atomic(self.plan.config_file, self._config, mode=0o600)
         try:
             self.leases.load(Path(self.plan.site.lease_file).read_text())
         except OSError:
@@ -114,7 +103,7 @@ class ManagedDhcp:
         if config == self._config:
             return
         self._warn_unreserved(inventory)
-        write_private(self.plan.config_file, config)
+        write_atomic(self.plan.config_file, config, mode=0o600)
         self._config = config
         self.plan = DhcpPlan(self.plan.mode, site, self.plan.dnsmasq, self.plan.config_file)
         self.supervisor.restart()
