@@ -358,7 +358,8 @@ def test_dnsmasq_is_restarted_when_it_dies(net: DhcpNet, serve: Callable[..., Se
     first = _dnsmasq_pid(net)
     os.kill(first, signal.SIGKILL)
     server.wait_for("dnsmasq exited (status -9); restarting in 1 s")
-    _wait(lambda: _dnsmasq_pid(net) not in (None, first), timeout=10)
+    _wait(lambda: server.output.count("dnsmasq: DHCP, IP range") == 2, timeout=10)
+    assert _dnsmasq_pid(net) not in (None, first)
     replies = _client(net, lambda c: c.exchange(WEB, DISCOVER, BIOS, count=1))
     assert [r.yiaddr for r in replies] == ["192.0.2.21"]
 
