@@ -247,6 +247,8 @@ def test_full_mode_answers_each_firmware_and_records_the_lease(
 
     conf = tmp_path / "state" / "dnsmasq.conf"
     assert conf.stat().st_mode & 0o777 == 0o600
+    leases = (tmp_path / "state" / "dnsmasq.leases").read_text()
+    assert f" {WEB} 192.0.2.21 web01 " in leases  # written by dnsmasq after it dropped root
     assert "dhcp-host=00:50:56:00:10:01,192.0.2.21,web01\n" in conf.read_text()
     assert server.stop() == 0
     assert "dnsmasq" not in _namespace_commands(net.server)
