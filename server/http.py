@@ -13,6 +13,7 @@ from flask import Flask, Response, abort, jsonify, request, send_file
 from werkzeug.http import parse_range_header
 
 from photonkick.kickstarts.tokens import same_token
+from photonkick.server.install_log import BadLogRequest, InstallLogs, parse_query
 from photonkick.server.log_safety import protect_logs
 from photonkick.server.secrets_gate import SecretsGate
 from photonkick.server.service import BootService
@@ -39,6 +40,8 @@ def create_app(service: BootService, admin_token: str) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     secrets = SecretsGate(service)
     app.extensions["photonkick.secrets"] = secrets
+    logs = InstallLogs(service)
+    app.extensions["photonkick.install_log"] = logs
 
     def client() -> str:
         return request.remote_addr or ""
@@ -91,6 +94,20 @@ def create_app(service: BootService, admin_token: str) -> Flask:
             answer.body, answer.status, mimetype="text/plain", headers={"Cache-Control": "no-store"}
         )
 
+    @app.post("/cb/<name>/<token>/log")
+    def install_log(name: str, token: str) -> Any:
+        # The callback rules: closed after ready, token checked before the body is read.
+        if secrets.callbacks_closed(name, token):
+            abort(403)
+        if not logs.allowed(name, token):
+            abort(404)
+        try:
+            boot, offset = parse_query(request.args.get("boot"), request.args.get("offset"))
+        except BadLogRequest:
+            abort(400)
+        logs.append(name, boot, offset, request.get_data(cache=False), client())
+        return jsonify({"ok": True})
+
     @app.post("/cb/<name>/<token>/<event>")
     def callback(name: str, token: str, event: str) -> Any:
         if secrets.callbacks_closed(name, token):
@@ -126,8 +143,9 @@ def create_app(service: BootService, admin_token: str) -> Flask:
         found = service.host(name)
         if found is None:
             abort(404)
-        status = host_status(service.timeline, found, service.build(name))
-        return jsonify(status.to_json(with_events=True))
+        build = service.build(name)
+        status = host_status(service.timeline, found, build)
+        return jsonify({**status.to_json(with_events=True), "log_tail": logs.tail(name, build)})
 
     @app.post("/api/v1/hosts/<name>/rearm")
     def rearm(name: str) -> Any:
