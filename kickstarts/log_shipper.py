@@ -47,9 +47,11 @@ def shipper_script(
     )
 
 
-def preinstall_lines(callback_base: str, user_dir: Path | None = None) -> list[str]:
+def preinstall_lines(
+    callback_base: str, user_dir: Path | None = None, *, log_path: str = INSTALLER_LOG
+) -> list[str]:
     """The ``preinstall`` lines that start the shipper in the background."""
-    script = shipper_script(log_url(callback_base), user_dir=user_dir)
+    script = shipper_script(log_url(callback_base), log_path=log_path, user_dir=user_dir)
     return [
         "# photonkick: ship the installer's log while it runs",
         f"cat > {SHIPPER_PATH} <<'PK_END_OF_LOGSHIP'",

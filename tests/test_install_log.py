@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,12 @@ from typing import Any
 import pytest
 from serve_process import MAC, ServeProcess
 
-from photonkick.kickstarts.log_shipper import LOG_EVENT, preinstall_lines, shipper_script
+from photonkick.kickstarts.log_shipper import (
+    LOG_EVENT,
+    SHIPPER_PATH,
+    preinstall_lines,
+    shipper_script,
+)
 from photonkick.server.install_log import REDACTED, parse_query, redact
 from photonkick.server.installer_phases import Finding, findings, meaningful
 
@@ -319,3 +325,53 @@ def test_sourcing_the_preinstall_like_the_installer_returns_at_once_and_exports_
     for pid in running.stdout.split():
         os.kill(int(pid), signal.SIGTERM)
     assert running.stdout.split(), "the shipper was not started"
+
+
+@pytest.mark.installer
+@pytest.mark.parametrize("version", ["2.3", "2.7"])
+def test_the_real_installer_runs_the_preinstall_and_its_log_arrives(
+    serve: ServeProcess, tmp_path: Path, version: str
+) -> None:
+    from test_installer_tier import tag_dir
+
+    base = f"http://127.0.0.1:{serve.port}/cb/h00/{serve.token('h00')}"
+    log_dir = tmp_path / "log"
+    lines = preinstall_lines(base, log_path=str(log_dir / "installer.log"))
+    shipper = str(tmp_path / "logship")  # a path of this test's own, to find its process
+    lines = [line.replace(SHIPPER_PATH, shipper) for line in lines]
+    probe = Path(__file__).with_name("preinstall_probe.py")
+    done = subprocess.run(
+        [sys.executable, str(probe), str(tag_dir(version)), str(log_dir)],
+        input=json.dumps(lines),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    try:
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["seconds"] < 5  # the installer is not held up
+        tail = wait_until(lambda: (t := host(serve)["log_tail"]) and "sgdisk" in t and t)
+        messages = meaningful(tail.splitlines(), 100)
+        assert "Run preinstall script" in messages
+        assert serve.token("h00") not in tail
+        assert "partitioning" in [e["kind"] for e in host(serve)["events"]]
+    finally:
+        running = subprocess.run(["pgrep", "-f", shipper], capture_output=True, text=True)
+        for pid in running.stdout.split():
+            os.kill(int(pid), signal.SIGTERM)
+
+
+def test_a_sick_log_database_answers_503_and_the_retry_is_stored_once(
+    serve: ServeProcess,
+) -> None:
+    from test_durability import write_lock
+
+    path = f"/cb/h00/{serve.token('h00')}/log?boot=b1&offset=0"
+    body = stamp("running ['sgdisk', '-Z', '/dev/sda']").encode() + b"\n"
+    with write_lock(serve.state / "install-log.db"):
+        status, headers, _ = serve.request("POST", path, body)
+        assert status == 503 and headers["Retry-After"].isdigit()
+        assert host(serve)["log_tail"] is None  # nothing acknowledged, nothing shown
+    for _ in range(2):  # the shipper's next round, and one more whose answer was lost
+        assert serve.request("POST", path, body)[0] == 200
+    assert host(serve)["log_tail"] == body.decode().strip()
