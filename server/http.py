@@ -12,13 +12,14 @@ from typing import Any
 from flask import Flask, Response, abort, jsonify, request, send_file
 from werkzeug.http import parse_range_header
 
+from photonkick.kickstarts.spec import Host
 from photonkick.kickstarts.tokens import same_token
 from photonkick.server.install_log import BadLogRequest, InstallLogs, parse_query
 from photonkick.server.log_safety import protect_logs
 from photonkick.server.secrets_gate import SecretsGate
 from photonkick.server.service import BootService
 from photonkick.server.status import HostStatus, host_status
-from photonkick.server.timeline import PHASES, StoreUnavailable
+from photonkick.server.timeline import FAILED, PHASES, StoreUnavailable
 from photonkick.templates import render
 
 access_log = logging.getLogger("photonkick.server.http")
@@ -46,10 +47,13 @@ def create_app(service: BootService, admin_token: str) -> Flask:
     def client() -> str:
         return request.remote_addr or ""
 
+    def status_of(found: Host) -> HostStatus:
+        build = service.build(found.name)
+        counted = service.packages.progress(found.name, build) if service.packages else None
+        return host_status(service.timeline, found, build, counted)
+
     def statuses() -> list[HostStatus]:
-        return [
-            host_status(service.timeline, h, service.build(h.name)) for h in service.inventory.hosts
-        ]
+        return [status_of(h) for h in service.inventory.hosts]
 
     @app.before_request
     def ignore_unusable_range() -> None:
@@ -143,9 +147,10 @@ def create_app(service: BootService, admin_token: str) -> Flask:
         found = service.host(name)
         if found is None:
             abort(404)
-        build = service.build(name)
-        status = host_status(service.timeline, found, build)
-        return jsonify({**status.to_json(with_events=True), "log_tail": logs.tail(name, build)})
+        status = status_of(found)
+        return jsonify(
+            {**status.to_json(with_events=True), "log_tail": logs.tail(name, status.build)}
+        )
 
     @app.post("/api/v1/hosts/<name>/rearm")
     def rearm(name: str) -> Any:
@@ -155,6 +160,28 @@ def create_app(service: BootService, admin_token: str) -> Flask:
             abort(404)
         secrets.rearmed(name)
         return jsonify({"ok": True, "host": name, "rearmed": True})
+
+    @app.get("/hosts/<name>")
+    def host_page(name: str) -> Any:
+        found = service.host(name)
+        if found is None:
+            abort(404)
+        status = status_of(found)
+        events = [
+            {**e, "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))}
+            for e in status.to_json(with_events=True)["events"]
+        ]
+        failures = [e.detail for e in status.events if e.kind == FAILED]
+        page = render(
+            "server/host.html.j2",
+            None,
+            host=status,
+            events=events,
+            failure=failures[-1] if status.failed and failures else status.failed,
+            log_tail=logs.tail(name, status.build),
+            now=time.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+        return Response(page, mimetype="text/html")
 
     @app.get("/metrics")
     def metrics() -> Any:

@@ -375,3 +375,30 @@ def test_a_sick_log_database_answers_503_and_the_retry_is_stored_once(
     for _ in range(2):  # the shipper's next round, and one more whose answer was lost
         assert serve.request("POST", path, body)[0] == 200
     assert host(serve)["log_tail"] == body.decode().strip()
+
+
+def test_the_host_page_shows_events_log_tail_and_reason_and_keeps_no_token(
+    serve: ServeProcess,
+) -> None:
+    path = f"/cb/h00/{serve.token('h00')}/log?boot=b1&offset=0"
+    body = "\n".join(
+        [
+            stamp("running ['sgdisk', '-Z', '/dev/sda']", 2),
+            stamp("Failed to install some packages", 9),
+            "<script>alert(1)</script>",
+        ]
+    )
+    assert serve.request("POST", path, body.encode() + b"\n")[0] == 200
+    status, headers, page = serve.request("GET", "/hosts/h00")
+    text = page.decode()
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert "installer: Failed to install some packages" in text  # the reason
+    assert "partitioning" in text and "failed" in text  # the events
+    assert "sgdisk" in text and "<script>alert(1)" not in text  # the tail, escaped
+    admin = (serve.state / "admin-token").read_text().strip()
+    assert admin not in text and serve.token("h00") not in text
+    assert "localStorage" not in text and "cookie" not in text
+    assert 'type="password"' in text and "/rearm" in text
+    assert serve.request("GET", "/hosts/nobody")[0] == 404
+    _, _, dashboard = serve.request("GET", "/")
+    assert b'href="/hosts/h00"' in dashboard
