@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from photonkick.kickstarts.host_secrets import secret_items, secrets_token
+from photonkick.kickstarts.spec import Host
 from photonkick.kickstarts.tokens import host_token, token_matches
 from photonkick.server.installer_phases import findings, meaningful
 from photonkick.server.log_safety import redact_tokens
@@ -107,6 +108,9 @@ class InstallLogs:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._alive: dict[tuple[str, int], float] = {}
+        """When a build's shipper last sent an empty or repeated chunk (kept in memory only)."""
+        self._secret_values: dict[str, tuple[int, Host | None, list[str]]] = {}
         self._stop = threading.Event()
         self._watch = threading.Thread(target=self._watch_loop, name="install-log", daemon=True)
         self._watch.start()
@@ -130,7 +134,7 @@ class InstallLogs:
             new_boot = position is None or position.boot != boot
             received = 0 if new_boot or position is None else position.received
             if not new_boot and offset + len(body) <= received:
-                self._touch(name, build, client)
+                self._alive[(name, build)] = time.time()
                 return
             skip = max(0, received - offset) if not new_boot else 0
             fresh = body[skip:].decode("utf-8", "replace") if skip else text
@@ -241,17 +245,13 @@ class InstallLogs:
                 (row[1], name, build),
             )
 
-    def _touch(self, name: str, build: int, client: str) -> None:
-        """A heartbeat (or a chunk stored before): the installer is alive."""
-        with _transaction(self._db):
-            self._db.execute(
-                "UPDATE logs SET wall = ?, client = ? WHERE host = ? AND build = ?",
-                (time.time(), client, name, build),
-            )
-
     def _secrets(self, name: str, build: int) -> list[str]:
         """Values photonkick knows to be secret for this build of the host."""
         host = self.service.host(name)
+        cached = self._secret_values.get(name)
+        # A reloaded spec makes new Host objects: the values are computed again.
+        if cached is not None and cached[0] == build and cached[1] is host:
+            return cached[2]
         secret = self.service.state.secret
         values = [host_token(secret, name, build), secrets_token(secret, name, build)]
         if host is not None:
@@ -259,7 +259,9 @@ class InstallLogs:
                 values.append(item.value.strip())
                 for line in item.value.splitlines():
                     values.append(line.split("=", 1)[-1].strip())
-        return [v for v in values if len(v) >= 4]
+        found = [v for v in values if len(v) >= 4]
+        self._secret_values[name] = (build, host, found)
+        return found
 
     @contextmanager
     def _unavailable(self) -> Iterator[None]:
@@ -276,11 +278,13 @@ class InstallLogs:
         timeout = self.service.inventory.server.install_log_timeout
         now = time.time() if now is None else now
         with self._lock, self._unavailable():
-            rows = self._db.execute(
-                "SELECT host, build, wall, client FROM logs WHERE wall < ?", (now - timeout,)
-            ).fetchall()
+            rows = self._db.execute("SELECT host, build, wall, client FROM logs").fetchall()
+            alive = dict(self._alive)
         failed = []
-        for name, build, wall, client in rows:
+        for name, build, stored_wall, client in rows:
+            wall = max(stored_wall, alive.get((name, build), 0.0))
+            if wall >= now - timeout:
+                continue
             if self.service.host(name) is None or self.service.build(name) != build:
                 continue
             every = self.service.timeline.events(name, build)

@@ -267,8 +267,14 @@ def test_an_installer_error_fails_the_build_with_its_message(serve: ServeProcess
 def test_a_log_that_stops_fails_the_build_after_the_configured_time(serve: ServeProcess) -> None:
     path = f"/cb/h00/{serve.token('h00')}/log?boot=b1&offset=0"
     body = stamp("running ['sgdisk', '-Z', '/dev/sda']", 2) + "\n" + stamp("mkfs.ext4 /dev/sda3")
-    started = time.monotonic()
     assert serve.request("POST", path, body.encode() + b"\n")[0] == 200
+    # The shipper's empty rounds (or repeats) say the installer is alive, past the timeout.
+    length = len(body) + 1
+    for _ in range(8):
+        time.sleep(1)
+        assert serve.request("POST", path.replace("offset=0", f"offset={length}"), b"")[0] == 200
+    assert host(serve)["failed"] is None
+    started = time.monotonic()
     failed = wait_until(lambda: host(serve)["failed"], timeout=30)
     assert time.monotonic() - started >= 5  # install_log_timeout: 6 (one-second watch)
     assert failed.startswith("the installer log stopped") and failed.endswith("mkfs.ext4 /dev/sda3")
@@ -402,3 +408,20 @@ def test_the_host_page_shows_events_log_tail_and_reason_and_keeps_no_token(
     assert serve.request("GET", "/hosts/nobody")[0] == 404
     _, _, dashboard = serve.request("GET", "/")
     assert b'href="/hosts/h00"' in dashboard
+
+
+def test_any_log_request_is_answered_below_500(serve: ServeProcess) -> None:
+    import random
+
+    rng = random.Random(14)
+    token = serve.token("h00")
+    queries = ["", "?boot=b&offset=0", "?boot=b&offset=99999999999999", "?offset=1&boot=%00"]
+    queries += ["?boot=%C3%A9%C3%A9&offset=1", "?boot=b&offset=1e3", "?boot=b&boot=c&offset=0"]
+    for i in range(60):
+        body = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 3000)))
+        query = queries[i % len(queries)]
+        kind = rng.choice(["text/plain", "application/json", "multipart/form-data", ""])
+        headers = {"Content-Type": kind} if kind else {}
+        status, _, _ = serve.request("POST", f"/cb/h00/{token}/log{query}", body, headers)
+        assert status < 500, (query, kind, body[:40])
+    assert "Traceback" not in serve.log_text()
