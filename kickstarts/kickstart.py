@@ -82,7 +82,7 @@ def build_kickstart(
     }
     if host.partitions:
         ks["partitions"] = [_partition(p) for p in host.partitions]
-    if host.boot == "iso":
+    if host.boot in ("iso", "guestinfo"):  # both boot the installer from the CD-ROM
         ks["eject_cdrom"] = True
     # The log shipper starts first; a spec's own preinstall lines follow it.
     ks["preinstall"] = preinstall_lines(base, inventory.templates)

@@ -142,15 +142,18 @@ def create_app(service: BootService, admin_token: str) -> Flask:
     def hosts() -> Any:
         return jsonify({"hosts": [s.to_json() for s in statuses()]})
 
-    @app.get("/api/v1/hosts/<name>")
-    def host(name: str) -> Any:
+    def host_detail(name: str) -> tuple[HostStatus, dict[str, Any]]:
+        """One host's status and its API form with the log tail; 404 for an unknown host."""
         found = service.host(name)
         if found is None:
             abort(404)
         status = status_of(found)
-        return jsonify(
-            {**status.to_json(with_events=True), "log_tail": logs.tail(name, status.build)}
-        )
+        tail = logs.tail(name, status.build)
+        return status, {**status.to_json(with_events=True), "log_tail": tail}
+
+    @app.get("/api/v1/hosts/<name>")
+    def host(name: str) -> Any:
+        return jsonify(host_detail(name)[1])
 
     @app.post("/api/v1/hosts/<name>/rearm")
     def rearm(name: str) -> Any:
@@ -163,13 +166,10 @@ def create_app(service: BootService, admin_token: str) -> Flask:
 
     @app.get("/hosts/<name>")
     def host_page(name: str) -> Any:
-        found = service.host(name)
-        if found is None:
-            abort(404)
-        status = status_of(found)
+        status, detail = host_detail(name)
         events = [
             {**e, "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))}
-            for e in status.to_json(with_events=True)["events"]
+            for e in detail["events"]
         ]
         failures = [e.detail for e in status.events if e.kind == FAILED]
         page = render(
@@ -178,7 +178,7 @@ def create_app(service: BootService, admin_token: str) -> Flask:
             host=status,
             events=events,
             failure=failures[-1] if status.failed and failures else status.failed,
-            log_tail=logs.tail(name, status.build),
+            log_tail=detail["log_tail"],
             now=time.strftime("%Y-%m-%d %H:%M:%S"),
         )
         return Response(page, mimetype="text/html")
