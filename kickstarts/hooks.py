@@ -17,8 +17,8 @@ from photonkick.kickstarts.secrets import Secret
 from photonkick.kickstarts.source import Node
 
 WEBHOOK_EVENTS = tuple(
-    "vm_created dhcp config kernel initrd kickstart repo installed local_boot firstboot ready "
-    "failed rearmed".split()
+    "vm_created dhcp config kernel initrd kickstart partitioning repo packages bootloader "
+    "postinstall installed local_boot firstboot ready failed rearmed".split()
 )
 """Timeline events a webhook may subscribe to: the timeline's install phases in order, then
 ``failed`` and ``rearmed`` (a test keeps this equal to the timeline's own list)."""

@@ -124,6 +124,7 @@ SERVER_FIELDS = {
     "boot_url": Field(plain_http_url),
     "kickstart_after_install": Field(boolean, False),
     "bind_kickstart_to_boot_ip": Field(boolean, False),
+    "install_log_timeout": Field(integer(5, 86400), 300),
     "webhooks": Field(webhooks_parser(http_url), ()),
     "dhcp": Field(managed_dhcp, ManagedDhcp),
 }

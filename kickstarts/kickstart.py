@@ -16,6 +16,7 @@ from photonkick.kickstarts.installer import (
     KNOWN_KEYS,
     LINUX_FLAVORS,
 )
+from photonkick.kickstarts.log_shipper import preinstall_lines
 from photonkick.kickstarts.network import network_config
 from photonkick.kickstarts.secrets import REDACTED
 from photonkick.kickstarts.spec import Container, Host, Inventory
@@ -83,6 +84,10 @@ def build_kickstart(
         ks["partitions"] = [_partition(p) for p in host.partitions]
     if host.boot in ("iso", "guestinfo"):  # both boot the installer from the CD-ROM
         ks["eject_cdrom"] = True
+    # The log shipper starts first; a spec's own preinstall lines follow it.
+    ks["preinstall"] = preinstall_lines(base, inventory.templates)
+    if isinstance(raw.get("preinstall"), list):
+        ks["preinstall"] += raw.pop("preinstall")
     ks.update(raw)
     unknown = set(ks) - KNOWN_KEYS[inventory.photon.installer]
     if unknown:

@@ -155,6 +155,8 @@ class ServerUrls:
     boot_url: str | None = None
     kickstart_after_install: bool = False
     bind_kickstart_to_boot_ip: bool = False
+    install_log_timeout: int = 300
+    """Seconds a shipped installer log may stay silent before its build is failed."""
     webhooks: tuple[Webhook, ...] = ()
     dhcp: ManagedDhcp = field(default_factory=ManagedDhcp)
 

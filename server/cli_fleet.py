@@ -27,6 +27,7 @@ from photonkick.server.fleet import (
     creation_problem,
     select_hosts,
 )
+from photonkick.server.package_progress import stored_progress
 from photonkick.server.progress import Progress, quiet_waitress_queue
 from photonkick.server.report import build_report, format_report, report_json
 from photonkick.server.serve import BootServer, listen_for, running_server
@@ -228,7 +229,9 @@ def _print_status(
     try:
         for host in inventory.hosts:
             build = state.build(host.name).build
-            status = host_status(timeline, host, build)
+            status = host_status(
+                timeline, host, build, stored_progress(state.path, host.name, build)
+            )
             vm = "-"
             if driver is not None:
                 handle = driver.find(host.name)
@@ -239,7 +242,8 @@ def _print_status(
                     vm = f"{vm_state.power}" + (f" {vm_state.ip}" if vm_state.ip else "")
             ttr = f"{status.time_to_ready:.1f}s" if status.time_to_ready is not None else "-"
             phase = f"failed: {status.failed}" if status.failed else status.phase
-            print(f"{host.name:<20} build {build:<3} {vm:<24} {phase:<12} ready {ttr}")
+            counted = f" {status.packages.text()}" if status.packages else ""
+            print(f"{host.name:<20} build {build:<3} {vm:<24} {phase:<12} ready {ttr}{counted}")
             for alarm in status.alarms:
                 print(f"{host.name:<20} ALARM: {alarm}")
     finally:

@@ -12,12 +12,14 @@ from typing import Any
 from flask import Flask, Response, abort, jsonify, request, send_file
 from werkzeug.http import parse_range_header
 
+from photonkick.kickstarts.spec import Host
 from photonkick.kickstarts.tokens import same_token
+from photonkick.server.install_log import BadLogRequest, InstallLogs, parse_query
 from photonkick.server.log_safety import protect_logs
 from photonkick.server.secrets_gate import SecretsGate
 from photonkick.server.service import BootService
 from photonkick.server.status import HostStatus, host_status
-from photonkick.server.timeline import PHASES, StoreUnavailable
+from photonkick.server.timeline import FAILED, PHASES, StoreUnavailable
 from photonkick.templates import render
 
 access_log = logging.getLogger("photonkick.server.http")
@@ -39,14 +41,19 @@ def create_app(service: BootService, admin_token: str) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     secrets = SecretsGate(service)
     app.extensions["photonkick.secrets"] = secrets
+    logs = InstallLogs(service)
+    app.extensions["photonkick.install_log"] = logs
 
     def client() -> str:
         return request.remote_addr or ""
 
+    def status_of(found: Host) -> HostStatus:
+        build = service.build(found.name)
+        counted = service.packages.progress(found.name, build) if service.packages else None
+        return host_status(service.timeline, found, build, counted)
+
     def statuses() -> list[HostStatus]:
-        return [
-            host_status(service.timeline, h, service.build(h.name)) for h in service.inventory.hosts
-        ]
+        return [status_of(h) for h in service.inventory.hosts]
 
     @app.before_request
     def ignore_unusable_range() -> None:
@@ -91,6 +98,20 @@ def create_app(service: BootService, admin_token: str) -> Flask:
             answer.body, answer.status, mimetype="text/plain", headers={"Cache-Control": "no-store"}
         )
 
+    @app.post("/cb/<name>/<token>/log")
+    def install_log(name: str, token: str) -> Any:
+        # The callback rules: closed after ready, token checked before the body is read.
+        if secrets.callbacks_closed(name, token):
+            abort(403)
+        if not logs.allowed(name, token):
+            abort(404)
+        try:
+            boot, offset = parse_query(request.args.get("boot"), request.args.get("offset"))
+        except BadLogRequest:
+            abort(400)
+        logs.append(name, boot, offset, request.get_data(cache=False), client())
+        return jsonify({"ok": True})
+
     @app.post("/cb/<name>/<token>/<event>")
     def callback(name: str, token: str, event: str) -> Any:
         if secrets.callbacks_closed(name, token):
@@ -121,13 +142,18 @@ def create_app(service: BootService, admin_token: str) -> Flask:
     def hosts() -> Any:
         return jsonify({"hosts": [s.to_json() for s in statuses()]})
 
-    @app.get("/api/v1/hosts/<name>")
-    def host(name: str) -> Any:
+    def host_detail(name: str) -> tuple[HostStatus, dict[str, Any]]:
+        """One host's status and its API form with the log tail; 404 for an unknown host."""
         found = service.host(name)
         if found is None:
             abort(404)
-        status = host_status(service.timeline, found, service.build(name))
-        return jsonify(status.to_json(with_events=True))
+        status = status_of(found)
+        tail = logs.tail(name, status.build)
+        return status, {**status.to_json(with_events=True), "log_tail": tail}
+
+    @app.get("/api/v1/hosts/<name>")
+    def host(name: str) -> Any:
+        return jsonify(host_detail(name)[1])
 
     @app.post("/api/v1/hosts/<name>/rearm")
     def rearm(name: str) -> Any:
@@ -137,6 +163,25 @@ def create_app(service: BootService, admin_token: str) -> Flask:
             abort(404)
         secrets.rearmed(name)
         return jsonify({"ok": True, "host": name, "rearmed": True})
+
+    @app.get("/hosts/<name>")
+    def host_page(name: str) -> Any:
+        status, detail = host_detail(name)
+        events = [
+            {**e, "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))}
+            for e in detail["events"]
+        ]
+        failures = [e.detail for e in status.events if e.kind == FAILED]
+        page = render(
+            "server/host.html.j2",
+            None,
+            host=status,
+            events=events,
+            failure=failures[-1] if status.failed and failures else status.failed,
+            log_tail=detail["log_tail"],
+            now=time.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+        return Response(page, mimetype="text/html")
 
     @app.get("/metrics")
     def metrics() -> Any:

@@ -26,7 +26,10 @@ from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.spec import Inventory
 from photonkick.server.http import create_app
 from photonkick.server.http_server import http_server
+from photonkick.server.install_log import InstallLogs
 from photonkick.server.loaders import loader_files
+from photonkick.server.package_progress import DATABASE_FILE as PACKAGES_FILE
+from photonkick.server.package_progress import PackageProgress
 from photonkick.server.release_installer import imported_installers
 from photonkick.server.service import BootService
 from photonkick.server.state import StateDir
@@ -74,9 +77,14 @@ class BootServer:
         self.timeline.subscribe(self.webhooks.offer)
         try:
             loaders = loader_files(state.path / "cache")
-            self.service = BootService(inventory, state, self.timeline, data_dir, loaders)
+            self.packages = PackageProgress(state.path / PACKAGES_FILE)
+            self.timeline.subscribe(self.packages.on_event)
+            self.service = BootService(
+                inventory, state, self.timeline, data_dir, loaders, packages=self.packages
+            )
             self.admin_token = admin_token(state.path)
             app = create_app(self.service, self.admin_token)
+            self.install_logs: InstallLogs = app.extensions["photonkick.install_log"]
             self._http = _listen_http(listen, app)
             self.tftp = _start_tftp(self.service, listen)
         except BaseException:
@@ -153,6 +161,8 @@ class BootServer:
         if not self._threads:  # never started: the listening socket is still open
             wasyncore.close_all(self._http._map, ignore_all=True)
         self._http.task_dispatcher.shutdown()
+        self.install_logs.close()
+        self.packages.close()
         self.webhooks.close()
         self.timeline.close()
 

@@ -20,6 +20,7 @@ from photonkick.kickstarts.tokens import CALLBACK_EVENTS, token_matches
 from photonkick.pxe.names import HTTP, HTTP_LOADERS, TFTP
 from photonkick.pxe.tree import BootFormat, build_boot_tree, host_boot_files
 from photonkick.server.confine import confined_file
+from photonkick.server.package_progress import PackageProgress
 from photonkick.server.state import StateDir
 from photonkick.server.timeline import StoreUnavailable, Timeline
 
@@ -57,11 +58,14 @@ class BootService:
         timeline: Timeline,
         data_dir: Path,
         loaders: dict[str, Path] | None = None,
+        packages: PackageProgress | None = None,
     ) -> None:
         self.state = state
         self.timeline = timeline
         self.data_dir = data_dir
         self.loaders = loaders or {}
+        self.packages = packages
+        """Counts each host's RPM fetches, when given."""
         self._lock = threading.Lock()
         self._snapshot = self._make_snapshot(inventory)
         self._ip_host = {ip: host for host, ip in timeline.boot_ips().items()}
@@ -182,10 +186,10 @@ class BootService:
         target = confined_file(self.data_dir, "/".join(parts[1:]))
         if target is None:
             return None
-        self._note_release_fetch(parts[2:], client)
+        self._note_release_fetch(parts[2:], client, target)
         return target
 
-    def _note_release_fetch(self, rest: tuple[str, ...], client: str) -> None:
+    def _note_release_fetch(self, rest: tuple[str, ...], client: str, target: Path) -> None:
         host = self._host_by_ip(client)
         if host is None:
             return
@@ -198,6 +202,8 @@ class BootService:
             if (host.name, build) not in self._repo_noted:
                 self._repo_noted.add((host.name, build))
                 self.timeline.record_once(host.name, build, "repo", rest[-1], client)
+            if self.packages is not None and rest[-1].endswith(".rpm"):
+                self.packages.note(host.name, build, rest[-1], _size(target))
 
     def _host_by_ip(self, client: str) -> Host | None:
         name = self._ip_host.get(client)
@@ -229,6 +235,8 @@ class BootService:
         if not self._leased_to(host, client):
             return None
         self.timeline.record(name, build, "kickstart", "", client)
+        if client:  # its installer's RPM fetches count for this host
+            self._ip_host[client] = name
         return self._kickstart_bytes(snap, host, info)
 
     def _leased_to(self, host: Host, client: str) -> bool:
@@ -323,6 +331,13 @@ class BootService:
                 return
             self._failing.discard(key)
         log.info(message, *args)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _mac_from(fmt: BootFormat, path: PurePosixPath) -> str | None:

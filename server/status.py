@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from photonkick.kickstarts.spec import Host
+from photonkick.server.package_progress import PackageCount
 from photonkick.server.timeline import (
     ALARM,
     FAILED,
@@ -33,6 +34,8 @@ class HostStatus:
     events: list[Event] = field(repr=False)
     alarms: tuple[str, ...] = ()
     """Refused secrets fetches of this build: someone else may hold its secrets."""
+    packages: PackageCount | None = None
+    """RPMs this build's installer fetched from photonkick so far."""
 
     def to_json(self, *, with_events: bool = False) -> dict[str, Any]:
         """The API form."""
@@ -46,6 +49,7 @@ class HostStatus:
             "phases": {k: round(v, 3) for k, v in self.offsets.items() if k in PHASES},
             "time_to_ready": None if self.time_to_ready is None else round(self.time_to_ready, 3),
             "alarms": list(self.alarms),
+            "packages": None if self.packages is None else asdict(self.packages),
         }
         if with_events:
             out["events"] = [
@@ -55,7 +59,9 @@ class HostStatus:
         return out
 
 
-def host_status(timeline: Timeline, host: Host, build: int) -> HostStatus:
+def host_status(
+    timeline: Timeline, host: Host, build: int, packages: PackageCount | None = None
+) -> HostStatus:
     """Summarize the current build's events (those after the last rearm)."""
     events = since_rearm(timeline.events(host.name, build))
     reached = [e.kind for e in events if e.kind in PHASES]
@@ -75,6 +81,7 @@ def host_status(timeline: Timeline, host: Host, build: int) -> HostStatus:
         time_to_ready(events),
         events,
         tuple(e.detail for e in events if e.kind == ALARM),
+        packages,
     )
 
 

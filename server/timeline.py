@@ -28,7 +28,12 @@ PHASES = (
     "kernel",
     "initrd",
     "kickstart",
+    # From the installer's own log (photonkick.server.installer_phases):
+    "partitioning",
     "repo",
+    "packages",
+    "bootloader",
+    "postinstall",
     "installed",
     "local_boot",
     "firstboot",

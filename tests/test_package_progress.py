@@ -1,0 +1,128 @@
+"""Package progress from the server's own view: RPM fetches counted per host over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from serve_process import MAC, ServeProcess
+
+from photonkick.server.package_progress import PackageCount, PackageProgress, stored_progress
+from photonkick.server.timeline import REARMED, Event
+
+SPEC = """
+server: {url: "http://127.0.0.1:PORT"}
+vsphere: {host: 127.0.0.1, user: nobody, password: {env: PK_TEST_VS}}
+hosts:
+  - {name: h00, mac: "MAC0"}
+  - {name: h01, mac: "MAC1"}
+"""
+RPMS = {"bash-5.2-1.ph5.x86_64.rpm": 3 * 1024 * 1024, "curl-8.1-1.ph5.x86_64.rpm": 1024 * 1024}
+
+
+@pytest.fixture
+def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServeProcess]:
+    monkeypatch.setenv("PK_TEST_VS", "unused")
+    data = tmp_path / "data"
+    rpms = data / "5.0" / "RPMS" / "x86_64"
+    rpms.mkdir(parents=True)
+    for name, size in RPMS.items():
+        (rpms / name).write_bytes(b"r" * size)
+    (rpms / "repodata.xml").write_bytes(b"<repo/>")
+    proc = ServeProcess(tmp_path, 2, tmp_path / "state", data)
+    spec = SPEC.replace("PORT", str(proc.port))
+    proc.spec.write_text(spec.replace("MAC0", MAC.format(0)).replace("MAC1", MAC.format(1)))
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def curl(serve: ServeProcess, path: str, source: str) -> None:
+    """GET with curl from a loopback address of the given machine."""
+    url = f"http://127.0.0.1:{serve.port}{path}"
+    cmd = ["curl", "-fsS", "--interface", source, "-o", "/dev/null", url]
+    subprocess.run(cmd, check=True, timeout=30)
+
+
+def packages(serve: ServeProcess, host: str = "h00") -> Any:
+    status, _, body = serve.request("GET", f"/api/v1/hosts/{host}")
+    assert status == 200
+    return json.loads(body)["packages"]
+
+
+def wait_for(check: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_rpms_count_for_the_host_whose_address_fetched_its_kickstart(
+    serve: ServeProcess, tmp_path: Path
+) -> None:
+    installer = "127.0.0.7"
+    curl(serve, f"/ks/h00/{serve.token('h00')}.json", installer)
+    for name in RPMS:
+        curl(serve, f"/releases/5.0/RPMS/x86_64/{name}", installer)
+    curl(serve, "/releases/5.0/RPMS/x86_64/bash-5.2-1.ph5.x86_64.rpm", installer)  # a retry
+    curl(serve, "/releases/5.0/RPMS/x86_64/repodata.xml", installer)  # not a package
+    curl(serve, "/releases/5.0/RPMS/x86_64/curl-8.1-1.ph5.x86_64.rpm", "127.0.0.8")  # nobody's
+    assert packages(serve) == {"count": 2, "size": 4 * 1024 * 1024, "total": None}
+    assert packages(serve, "h01") is None
+    status, _, page = serve.request("GET", "/")
+    assert status == 200 and b"packages 2 (4.0 MiB)" in page
+
+    # Finished: the next install of the host shows its count against this total.
+    assert serve.callback("h00", "installed")[0] == 200
+    assert serve.request("POST", "/api/v1/hosts/h00/rearm")[0] == 200
+    assert packages(serve) is None
+    curl(serve, "/releases/5.0/RPMS/x86_64/curl-8.1-1.ph5.x86_64.rpm", installer)
+    assert packages(serve) == {"count": 1, "size": 1024 * 1024, "total": 2}
+    status, _, page = serve.request("GET", "/hosts/h00")
+    assert status == 200 and b"packages 1 of 2 (1.0 MiB)" in page
+
+    # Written in the background: `status` reads it from the state folder.
+    exe = Path(sys.executable).parent / "photonkick"
+    args = [str(exe), "status", str(serve.spec), "--offline", "--state", str(serve.state)]
+    wait_for(lambda: stored_progress(serve.state, "h00", 1) == PackageCount(1, 1024 * 1024, 2))
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "packages 1 of 2 (1.0 MiB)" in done.stdout
+    # ... and a restarted server counts on from there.
+    serve.stop()
+    serve.start()
+    assert packages(serve) == {"count": 1, "size": 1024 * 1024, "total": 2}
+
+
+def test_counters_are_thread_safe_and_written_in_the_background(tmp_path: Path) -> None:
+    progress = PackageProgress(tmp_path / "packages.db")
+    try:
+
+        def fetch(worker: int) -> None:
+            for i in range(200):
+                progress.note("h", 1, f"p{i % 150}-{worker % 2}.rpm", 10)
+
+        threads = [threading.Thread(target=fetch, args=(w,)) for w in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert progress.progress("h", 1) == PackageCount(300, 3000)
+        wait_for(lambda: stored_progress(tmp_path, "h", 1) == PackageCount(300, 3000))
+        progress.on_event(Event("h", 1, "installed", "", "", 0.0, 0.0, "r"))
+        progress.on_event(Event("h", 1, REARMED, "", "", 0.0, 0.0, "r"))
+        assert progress.progress("h", 1) is None
+        progress.note("h", 1, "p0.rpm", 5)
+        assert progress.progress("h", 1) == PackageCount(1, 5, 300)
+    finally:
+        progress.close()
+    assert stored_progress(tmp_path, "h", 1) == PackageCount(1, 5, 300)
