@@ -162,7 +162,7 @@ def vsphere(reader: Reader, node: Node, path: str) -> Vsphere:
 TOP_FIELDS = {
     "photon": Field(
         lambda r, n, p: Photon(**read_checked(r, n, p, PHOTON_FIELDS)),
-        lambda: Photon(installer=AUTO),
+        default_factory=lambda: Photon(installer=AUTO),
     ),
     "server": Field(server_urls, required=True),
     "templates": Field(nonempty_text),
