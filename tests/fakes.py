@@ -162,18 +162,14 @@ class FakeDriver:
         return f"[{datastore or self.DATASTORE}] {remote_path}"
 
     def upload(self, local: Path, remote_path: str, *, datastore: str | None = None) -> str:
-        return self.write_file(local.read_bytes(), remote_path, datastore=datastore, call="upload")
+        return self._store("upload", local.read_bytes(), remote_path, datastore)
 
-    def write_file(
-        self,
-        data: bytes,
-        remote_path: str,
-        *,
-        datastore: str | None = None,
-        call: str = "write_file",
-    ) -> str:
+    def write_file(self, data: bytes, remote_path: str, *, datastore: str | None = None) -> str:
+        return self._store("write_file", data, remote_path, datastore)
+
+    def _store(self, method: str, data: bytes, remote_path: str, datastore: str | None) -> str:
         target = self.datastore_path(remote_path, datastore=datastore)
-        self._call(call, target)
+        self._call(method, target)
         with self._lock:
             self.files[target] = data
         return target

@@ -8,6 +8,7 @@ The pyVmomi driver itself, and `up` end to end, are tested against the simulator
 from __future__ import annotations
 
 import _thread
+import inspect
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ from photonkick.server.fleet import (
 )
 from photonkick.server.state import StateDir
 from photonkick.server.timeline import FAILED, Timeline
-from photonkick.server.vsphere import VmHandle
+from photonkick.server.vsphere import VmDriver, VmHandle
 
 SPEC = """\
 server: {url: "http://127.0.0.1:8080"}
@@ -76,7 +77,7 @@ class World:
             detail = "cannot pull nginx:1.27\nmore log" if kind == FAILED else ""
             self.timeline.record(vm.name, build, kind, detail)
 
-    def fleet(self, driver: object = None) -> Fleet:
+    def fleet(self, driver: object | None = None) -> Fleet:
         return Fleet(
             self.inventory,
             self.state,
@@ -84,7 +85,7 @@ class World:
             as_driver(self.driver if driver is None else driver),
         )
 
-    def up(self, *names: str, driver: object = None, **options: Any) -> list[HostRun]:
+    def up(self, *names: str, driver: object | None = None, **options: Any) -> list[HostRun]:
         options.setdefault("timeout", TIMEOUT)
         return self.fleet(driver).up(list(names), UpOptions(**options))
 
@@ -226,17 +227,17 @@ def test_a_vsphere_call_that_hangs_past_the_deadline(world: World) -> None:
     assert run.detail == "no ready after 300 s (a vSphere call was still running while installed)"
 
 
-def interrupt(world: World) -> None:
-    """Ctrl-C: SIGINT's KeyboardInterrupt in the main thread, which runs `up`."""
-    threading.Timer(0.1, _thread.interrupt_main).start()
-
-
 @pytest.mark.parametrize("how", ["stop flag", "ctrl-c"])
 def test_a_stop_while_following_spares_the_queued_hosts(world: World, how: str) -> None:
     world.scripts["web01"] = "silent"
     fleet = world.fleet()
-    world.at_power_on = lambda name: fleet.stop.set() if how == "stop flag" else interrupt(world)
-    runs = fleet.up(["web01", "web02"], UpOptions(parallel=1, timeout=TIMEOUT))
+    # Ctrl-C: SIGINT's KeyboardInterrupt in the main thread, the one running `up`.
+    ctrl_c = threading.Timer(0.1, _thread.interrupt_main)
+    world.at_power_on = lambda name: fleet.stop.set() if how == "stop flag" else ctrl_c.start()
+    try:
+        runs = fleet.up(["web01", "web02"], UpOptions(parallel=1, timeout=TIMEOUT))
+    finally:
+        ctrl_c.cancel()  # never into pytest, should `up` return before it fires
     assert fleet.stop.is_set()
     assert outcomes(runs) == {
         "web01": ("booting", "stopped", ""),
@@ -276,3 +277,10 @@ def test_the_guest_watch_ends_with_following(world: World) -> None:
     (run,) = world.up("web01")
     assert run.outcome == "ready" and "guest_ip" not in world.kinds("web01")
     assert not [t for t in threading.enumerate() if t.name == "guest-web01"]
+
+
+def test_the_fake_driver_has_every_driver_method_as_declared() -> None:
+    for name, declared in inspect.getmembers(VmDriver, inspect.isfunction):
+        if not name.startswith("_"):
+            fake = getattr(FakeDriver, name)
+            assert inspect.signature(fake) == inspect.signature(declared), name
