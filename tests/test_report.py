@@ -65,6 +65,8 @@ def six_hosts(timeline: Timeline, clock: FakeClock) -> list[HostRun]:
 def test_report_json_and_text_are_unchanged(
     timeline: Timeline, clock: FakeClock, golden: Callable[[str, str], None]
 ) -> None:
+    """The goldens were written before the report became a dataclass: its JSON (the
+    --report file) and its table stay byte for byte what they were."""
     report = build_report(six_hosts(timeline, clock), timeline)
     golden("report/up-report.json", report_json(report))
     golden("report/up-report.txt", format_report(report) + "\n")
