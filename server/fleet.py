@@ -38,7 +38,7 @@ GUESTINFO_KICKSTART = ("guestinfo.kickstart.data", "guestinfo.kickstart.url")
 DONE = {"ready", "failed"}
 AFTER_INSTALL_DONE = "vm_after_install"
 AFTER_INSTALL_FAILED = "vm_reconfigure_failed"
-STOP_GRACE = 1.0
+STOP_GRACE = 0.5
 """Seconds `up` waits for its workers after a stop before it returns without them."""
 _HASH_CHUNK = 1 << 20
 
