@@ -125,7 +125,7 @@ SERVER_FIELDS = {
     "kickstart_after_install": Field(boolean, False),
     "bind_kickstart_to_boot_ip": Field(boolean, False),
     "webhooks": Field(webhooks_parser(http_url), ()),
-    "dhcp": Field(managed_dhcp, ManagedDhcp),
+    "dhcp": Field(managed_dhcp, default_factory=ManagedDhcp),
 }
 
 
