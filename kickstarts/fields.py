@@ -21,6 +21,7 @@ from photonkick.kickstarts.secrets import Secret
 from photonkick.kickstarts.source import Map, Node, Scalar, Seq, read_user_file
 
 T = TypeVar("T")
+C = TypeVar("C", bound=str)
 
 
 class Invalid(Exception):
@@ -58,11 +59,26 @@ Parser = Callable[[Reader, Node, str], T]
 
 @dataclass(frozen=True)
 class Field:
-    """One key of a mapping: how to parse it and what it is when absent."""
+    """One key of a mapping: how to parse it and what it is when absent.
+
+    An absent key is ``default``, or a new ``default_factory()`` when that is given (for
+    values built per spec, such as a dataclass holding defaults).
+    """
 
     parse: Parser[Any]
     default: Any = None
     required: bool = False
+    default_factory: Callable[[], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if callable(self.default):
+            raise TypeError("a Field's default is a value: pass a factory as default_factory")
+        if self.default is not None and self.default_factory is not None:
+            raise TypeError("a Field takes default or default_factory, not both")
+
+    def absent(self) -> Any:
+        """The value of the key when the mapping leaves it out."""
+        return self.default_factory() if self.default_factory is not None else self.default
 
 
 def describe(node: Node) -> str:
@@ -94,7 +110,7 @@ def read_map(reader: Reader, node: Node, path: str, fields: Mapping[str, Field])
                 reader.fail(node.loc, join(path, key), "is required")
                 values[key] = None
             else:
-                values[key] = spec.default() if callable(spec.default) else spec.default
+                values[key] = spec.absent()
             continue
         try:
             values[key] = spec.parse(reader, child, join(path, key))
@@ -166,10 +182,11 @@ def integer(low: int, high: int) -> Parser[int]:
     return parse
 
 
-def choice(*choices: str) -> Parser[str]:
-    """A parser for one of a fixed set of strings."""
+def choice(*choices: C) -> Parser[C]:
+    """A parser for one of a fixed set of strings, typed as they are (``choice(*FIRMWARES)``
+    parses a ``Firmware``)."""
 
-    def parse(reader: Reader, node: Node, path: str) -> str:
+    def parse(reader: Reader, node: Node, path: str) -> C:
         value = text(reader, node, path)
         if value not in choices:
             close = difflib.get_close_matches(value, choices, n=1)
@@ -177,7 +194,7 @@ def choice(*choices: str) -> Parser[str]:
             raise reader.fail(
                 node.loc, path, f"{value!r} is not one of: {', '.join(choices)}", hint
             )
-        return value
+        return choices[choices.index(value)]
 
     return parse
 

@@ -31,7 +31,9 @@ from photonkick.kickstarts.installer import FILESYSTEMS, LINUX_FLAVORS
 from photonkick.kickstarts.secrets import Secret
 from photonkick.kickstarts.source import Map, Node, Scalar, Seq
 from photonkick.kickstarts.spec import (
+    BOOT_MODES,
     DEFAULT_PACKAGES,
+    FIRMWARES,
     Container,
     Host,
     Partition,
@@ -414,8 +416,8 @@ HOST_FIELDS: dict[str, Field] = {
     "name": Field(matching(HOSTNAME_RE, "an RFC 1123 host name"), required=True),
     "mac": Field(mac_address),
     "profile": Field(profile_names, ()),
-    "firmware": Field(choice("efi", "bios"), "efi"),
-    "boot": Field(choice("pxe", "iso", "guestinfo"), "pxe"),
+    "firmware": Field(choice(*FIRMWARES), "efi"),
+    "boot": Field(choice(*BOOT_MODES), "pxe"),
     "disk": Field(matching(r"/dev/[\w/.:-]+", "a device path such as /dev/sda"), "/dev/sda"),
     "partitions": Field(partitions, ()),
     "packages": Field(
@@ -427,12 +429,12 @@ HOST_FIELDS: dict[str, Field] = {
     "linux_flavor": Field(choice(*LINUX_FLAVORS), "linux-esx"),
     "network": Field(network),
     "users": Field(list_of(user), ()),
-    "root": Field(root, Root),
+    "root": Field(root, default_factory=Root),
     "containers": Field(containers, ()),
     "registries": Field(list_of(registry), ()),
     "docker": Field(boolean),
     "update": Field(boolean, False),
-    "vm": Field(vm, VmSize),
+    "vm": Field(vm, default_factory=VmSize),
     "postinstall": Field(script_lines, ()),
     "kickstart": Field(raw_kickstart, ()),
 }

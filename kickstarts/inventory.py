@@ -126,7 +126,7 @@ SERVER_FIELDS = {
     "bind_kickstart_to_boot_ip": Field(boolean, False),
     "install_log_timeout": Field(integer(5, 86400), 300),
     "webhooks": Field(webhooks_parser(http_url), ()),
-    "dhcp": Field(managed_dhcp, ManagedDhcp),
+    "dhcp": Field(managed_dhcp, default_factory=ManagedDhcp),
 }
 
 
@@ -169,7 +169,7 @@ def vsphere(reader: Reader, node: Node, path: str) -> Vsphere:
 TOP_FIELDS = {
     "photon": Field(
         lambda r, n, p: Photon(**read_checked(r, n, p, PHOTON_FIELDS)),
-        lambda: Photon(installer=AUTO),
+        default_factory=lambda: Photon(installer=AUTO),
     ),
     "server": Field(server_urls, required=True),
     "templates": Field(nonempty_text),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from photonkick.kickstarts.errors import Location
 from photonkick.kickstarts.hooks import Webhook
@@ -13,6 +13,12 @@ from photonkick.kickstarts.secrets import Secret
 
 DEFAULT_PACKAGES = ("minimal", "linux-esx", "initramfs", "docker", "sudo", "curl")
 """A minimal Photon host with docker, sudo for users and curl for the callbacks."""
+
+Firmware = Literal["efi", "bios"]
+FIRMWARES: tuple[Firmware, ...] = get_args(Firmware)
+BootMode = Literal["pxe", "iso", "guestinfo"]
+"""How the installer starts: network boot, the ISO alone, or the ISO plus a guestinfo kickstart."""
+BOOT_MODES: tuple[BootMode, ...] = get_args(BootMode)
 
 
 @dataclass(frozen=True)
@@ -98,8 +104,8 @@ class Host:
     name: str
     mac: str | None
     profiles: tuple[str, ...] = ()
-    firmware: str = "efi"
-    boot: str = "pxe"
+    firmware: Firmware = "efi"
+    boot: BootMode = "pxe"
     disk: str = "/dev/sda"
     partitions: tuple[Partition, ...] = ()
     packages: tuple[str, ...] = DEFAULT_PACKAGES

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from photonkick.kickstarts.errors import PhotonkickError
 from photonkick.kickstarts.kickstart import build_kickstart, dumps
@@ -48,6 +49,15 @@ class FleetError(PhotonkickError):
 
 class FleetInputError(FleetError):
     """The command line or the spec asks for something impossible (nothing was done)."""
+
+
+class _Stopped(Exception):
+    """A stop came between two steps of one host: it ends ``stopped`` at ``phase``."""
+
+    def __init__(self, phase: str, detail: str) -> None:
+        super().__init__(phase, detail)
+        self.phase = phase
+        self.detail = detail
 
 
 def select_hosts(inventory: Inventory, names: Sequence[str]) -> list[Host]:
@@ -78,6 +88,11 @@ def creation_problem(inventory: Inventory, host: Host) -> str | None:
     return None
 
 
+Outcome = Literal["ready", "failed", "timeout", "stopped", "error", "exists", "absent", "destroyed"]
+"""How a host ended: `up` gives the first six (``exists``: its VM was there already),
+`down` ``destroyed``, ``absent`` or ``error``."""
+
+
 @dataclass
 class HostRun:
     """One host's progress through `up`; ``outcome`` is set when it is finished."""
@@ -85,11 +100,12 @@ class HostRun:
     name: str
     build: int = 0
     phase: str = "queued"
-    outcome: str | None = None
+    outcome: Outcome | None = None
     detail: str = ""
     started: float = 0.0
     deadline: float = 0.0
-    """``time.monotonic()`` at which the host's ``--timeout`` runs out (0: not started)."""
+    """The clock's monotonic time at which the host's ``--timeout`` runs out (0: not
+    started); ``started`` is the clock's wall time when its work began."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +133,8 @@ class Fleet:
         self.state = state
         self.timeline = timeline
         self.driver = driver
+        self.clock = timeline.clock
+        """Deadlines and event times use the timeline's clock, so that they agree."""
         self.stop = threading.Event()
         self._on_change = on_change or (lambda run: None)
         self._uploads: dict[Path, str] = {}
@@ -157,7 +175,7 @@ class Fleet:
             while not self.stop.is_set() and any(w.is_alive() for w in workers):
                 time.sleep(0.1)
                 for run in runs:
-                    if run.outcome is None and 0 < run.deadline < time.monotonic() - STOP_GRACE:
+                    if run.outcome is None and 0 < run.deadline < self.clock.mono() - STOP_GRACE:
                         # Its worker hangs in a vSphere call: report the host, and let a
                         # new worker take its place in the queue.
                         self._set(
@@ -201,7 +219,9 @@ class Fleet:
 
     # -- one host --------------------------------------------------------------------------
 
-    def _set(self, run: HostRun, phase: str, outcome: str | None = None, detail: str = "") -> None:
+    def _set(
+        self, run: HostRun, phase: str, outcome: Outcome | None = None, detail: str = ""
+    ) -> None:
         """Show a host's progress; its first outcome is final (a worker that comes back
         from a hung call after its host was reported does not change the report)."""
         with self._runs_lock:
@@ -214,14 +234,16 @@ class Fleet:
         self._on_change(run)
 
     def _up_one(self, host: Host, run: HostRun, options: UpOptions) -> None:
-        run.started = time.time()
-        deadline = run.deadline = time.monotonic() + options.timeout
+        run.started = self.clock.wall()
+        deadline = run.deadline = self.clock.mono() + options.timeout
 
         def stopped() -> bool:
-            return self.stop.is_set() or time.monotonic() >= deadline
+            return self.stop.is_set() or self.clock.mono() >= deadline
 
         try:
             self._bring_up(host, run, options, stopped)
+        except _Stopped as stop:
+            self._set(run, stop.phase, "stopped", stop.detail)
         except (DriverError, PhotonkickError) as exc:
             if self.stop.is_set():
                 self._set(run, run.phase, "stopped", f"while {run.phase}")
@@ -233,11 +255,15 @@ class Fleet:
             log.exception("%s: unexpected error", host.name)
             self._set(run, run.phase, "error", f"{type(exc).__name__}: {exc}")
 
+    def _checkpoint(self, phase: str = "stopped", detail: str = "") -> None:
+        """Between two steps of a host: after a stop, end it there (as ``stopped`` at
+        ``phase``) instead of taking the next step."""
+        if self.stop.is_set():
+            raise _Stopped(phase, detail)
+
     def _bring_up(self, host: Host, run: HostRun, options: UpOptions, stopped: Stop) -> None:
         self._check_can_create(host)
-        if self.stop.is_set():
-            self._set(run, "stopped", "stopped")
-            return
+        self._checkpoint()
         existing = self.driver.find(host.name)
         if existing is not None and not options.rebuild:
             self._existing(host, existing, run, stopped)
@@ -248,23 +274,17 @@ class Fleet:
         run.build = build
         request = self._request(host, build)
         if existing is not None:
-            if self.stop.is_set():
-                self._set(run, "stopped", "stopped")
-                return
+            self._checkpoint()
             self._set(run, "destroying")
             self.driver.destroy(existing, stop=stopped)
             self.timeline.record(host.name, build, "vm_destroyed")
-        if self.stop.is_set():
-            self._set(run, "stopped", "stopped")
-            return
+        self._checkpoint()
         self._set(run, "creating")
         vm = self.driver.create(request, stop=stopped)
         self.timeline.record(host.name, build, "vm_created", vm.ref)
         self._remove_host_isos(host, keep=build)
-        if self.stop.is_set():
-            self._set(run, "created", "stopped", "created, not powered on")
-            return
-        since = time.time()
+        self._checkpoint("created", "created, not powered on")
+        since = self.clock.wall()
         try:
             self.driver.power_on(vm, stop=stopped)
         except DriverError as exc:
@@ -333,13 +353,13 @@ class Fleet:
         return VmRequest(
             name=host.name,
             mac=host.mac,
-            firmware="bios" if host.firmware == "bios" else "efi",
+            firmware=host.firmware,
             cpus=host.vm.cpus,
             memory_mb=host.vm.memory_mb,
             disk_gb=host.vm.disk_gb,
             network=host.vm.network or vs.network,
             datastore=host.vm.datastore or vs.datastore,
-            boot="pxe" if host.boot == "pxe" else ("iso" if host.boot == "iso" else "guestinfo"),
+            boot=host.boot,
             iso=iso,
             extra_config=extra,
         )
@@ -473,11 +493,11 @@ class Fleet:
                 run.build,
                 kinds - seen,
                 since=since,
-                timeout=max(0.0, run.deadline - time.monotonic()),
+                timeout=max(0.0, run.deadline - self.clock.mono()),
                 stop=self.stop,
             )
             if event is None or stopped():
-                outcome = "stopped" if self.stop.is_set() else "timeout"
+                outcome: Outcome = "stopped" if self.stop.is_set() else "timeout"
                 detail = f"no ready after {timeout:.0f} s" if outcome == "timeout" else ""
                 self._set(run, run.phase, outcome, problem or detail)
                 return
@@ -488,12 +508,13 @@ class Fleet:
                 if stopped():
                     continue
             if event.kind in DONE:
-                reason = event.detail.split("\n", 1)[0] if event.kind == "failed" else ""
                 if problem:
                     # The guest may be ready, but its VM still boots the installer.
                     self._set(run, event.kind, "failed", problem)
+                elif event.kind == "ready":
+                    self._set(run, "ready", "ready")
                 else:
-                    self._set(run, event.kind, event.kind, reason)
+                    self._set(run, "failed", "failed", event.detail.split("\n", 1)[0])
                 return
             self._set(run, event.kind)
 
@@ -539,21 +560,14 @@ class Fleet:
     def _watch_guest(
         self, host: Host, vm: VmHandle, build: int, deadline: float, done: threading.Event
     ) -> None:
-        """Record when VMware Tools run with an IP (a milestone, not readiness)."""
-        stop = threading.Event()
-
-        def watch_stop() -> None:
-            while not (done.wait(0.5) or self.stop.is_set()):
-                pass
-            stop.set()
-
-        threading.Thread(target=watch_stop, daemon=True).start()
+        """Record when VMware Tools run with an IP (a milestone, not readiness); ends when
+        following the host ends (``done``) or at a stop."""
         try:
             state = self.driver.wait_for(
                 vm,
                 lambda s: s.tools_running and s.ip is not None,
-                timeout=max(0.0, deadline - time.monotonic()),
-                stop=stop,
+                timeout=max(0.0, deadline - self.clock.mono()),
+                stop=lambda: done.is_set() or self.stop.is_set(),
             )
             self.timeline.record(host.name, build, "guest_ip", state.ip or "")
         except DriverError as exc:

@@ -6,11 +6,12 @@ import http.client
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ports import free_port
 
 from photonkick.kickstarts.host_secrets import secrets_token
 from photonkick.kickstarts.tokens import host_token
@@ -18,14 +19,6 @@ from photonkick.server.state import SECRET_FILE
 
 START_TIMEOUT = 30.0
 MAC = "00:50:56:00:30:{:02x}"
-
-
-def free_port() -> int:
-    """A TCP port on loopback that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def spec_text(port: int, hosts: int) -> str:

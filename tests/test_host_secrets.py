@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ports import free_port
 from test_server import SECRETS as SERVER_SECRETS
 from test_server import SPEC as SERVER_SPEC
-from test_server import Lab, _free_port
+from test_server import Lab
 
 from photonkick.kickstarts.host_secrets import parse_secrets_document
 from photonkick.server.fleet import HostRun
@@ -58,7 +59,7 @@ def assert_no_secret(text: str, where: str) -> None:
 def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
     monkeypatch.setenv("PK_TEST_REG", REG)
     monkeypatch.setenv("PK_TEST_KEY", KEY)
-    lab = Lab(tmp_path, _free_port(), SPEC)
+    lab = Lab(tmp_path, free_port(), SPEC)
     yield lab
     lab.stop()
 
@@ -284,7 +285,7 @@ def test_report_and_status_show_alarms(lab: Lab) -> None:
     assert lab.server is not None
     timeline: Timeline = lab.server.timeline
     report = build_report([HostRun("iso01", build=1, outcome="failed", started=0.0)], timeline)
-    (alarm,) = report["hosts"][0]["alarms"]
+    (alarm,) = report.hosts[0].alarms
     assert "refused to 127.0.0.2" in alarm
     assert f"iso01: ALARM: {alarm}" in format_report(report)
 
@@ -492,7 +493,7 @@ def test_photonkick_serve_logs_no_secret_through_a_whole_install(tmp_path: Path)
     import os
     import signal
 
-    port = _free_port()
+    port = free_port()
     spec = tmp_path / "lab.yaml"
     spec.write_text(SPEC.format(port=port))
     env = {**os.environ, "PK_TEST_REG": REG, "PK_TEST_KEY": KEY}

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_server import SECRETS, SPEC, _free_port
+from ports import free_port
+from test_server import SECRETS, SPEC
 
 ENV = {"PK_TEST_REG": SECRETS[0], "PK_TEST_KEY": SECRETS[1]}
 KERNEL = bytes(range(256)) * 1024
@@ -44,7 +45,7 @@ class Served:
     """A `photonkick serve` process on loopback, its log files and the hosts' tokens."""
 
     def __init__(self, root: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         spec = root / "lab.yaml"
         spec.write_text(SPEC.format(port=self.port))
         data = root / "releases"

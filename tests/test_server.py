@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ports import free_port
 from serve_process import curl_tftp
 
 from photonkick.kickstarts.inventory import load_inventory
@@ -136,19 +137,11 @@ def _wait_http(url: str) -> None:
     raise AssertionError(f"{url} never answered")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
     monkeypatch.setenv("PK_TEST_REG", SECRETS[0])
     monkeypatch.setenv("PK_TEST_KEY", SECRETS[1])
-    lab = Lab(tmp_path, _free_port())
+    lab = Lab(tmp_path, free_port())
     yield lab
     lab.stop()
 
@@ -391,7 +384,7 @@ def test_serve_command_end_to_end(tmp_path: Path) -> None:
     import signal
     import sys
 
-    port = _free_port()
+    port = free_port()
     spec = tmp_path / "lab.yaml"
     spec.write_text(SPEC.format(port=port))
     env = {**os.environ, "PK_TEST_REG": SECRETS[0], "PK_TEST_KEY": SECRETS[1]}
@@ -494,7 +487,7 @@ def test_tftp_moves_to_a_free_port_when_69_is_taken(
         blocker.bind(("127.0.0.1", 69))
     except OSError:
         pass  # not root: port 69 cannot be bound by photonkick either, which is the same case
-    port = _free_port()
+    port = free_port()
     spec = tmp_path / "lab.yaml"
     spec.write_text(f'server: {{url: "http://127.0.0.1:{port}"}}\nhosts: []\n')
     server = BootServer(

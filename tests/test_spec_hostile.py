@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import resource
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 from photonkick.kickstarts.errors import SpecError
 from photonkick.kickstarts.inventory import load_inventory
@@ -122,7 +122,7 @@ def test_reload_of_a_bomb_logs_it_and_keeps_the_last_good_spec(
         load_inventory(spec),
         StateDir(tmp_path / ".photonkick"),
         tmp_path / "releases",
-        Listen("127.0.0.1", _free_port(), "127.0.0.1", 0),
+        Listen("127.0.0.1", free_port(), "127.0.0.1", 0),
     )
     server.start()
     try:
@@ -135,9 +135,3 @@ def test_reload_of_a_bomb_logs_it_and_keeps_the_last_good_spec(
         assert config is not None
     finally:
         server.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

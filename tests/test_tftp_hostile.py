@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ports import free_port
 from test_tftp import DATA, ERROR, OACK, WRQ, Client, Flood, ack, fetch_asking_again, rrq
 
 MAC = "00:50:56:00:10:01"
@@ -41,7 +42,7 @@ class Serve:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        http = _free_port()
+        http = free_port()
         spec = root / "lab.yaml"
         spec.write_text(SPEC.format(port=http, mac=MAC))
         release = root / "releases" / "5.0"
@@ -342,12 +343,6 @@ def test_requests_from_a_port_with_an_open_transfer(serve: Serve) -> None:
     finally:
         client.close()
     serve.assert_serving()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_the_server_outlived_every_probe(serve: Serve) -> None:

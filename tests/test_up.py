@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 from fake_guest import FakeGuest, Script, spec_text
+from fakes import FailingDriver, as_driver
 from photon_iso import build_photon_iso
+from ports import free_port
 from pyVmomi import vim
 from vcsim_fixture import Vcsim
 
@@ -27,11 +29,11 @@ from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.tokens import token_matches
 from photonkick.server.cli_fleet import connect_driver as _connect
 from photonkick.server.fleet import Fleet, UpOptions
-from photonkick.server.report import build_report, format_report
+from photonkick.server.report import FleetReport, build_report, format_report
 from photonkick.server.serve import BootServer, Listen
 from photonkick.server.state import StateDir
 from photonkick.server.timeline import Timeline
-from photonkick.server.vsphere import DriverError, VmDriver, VmRequest
+from photonkick.server.vsphere import VmDriver, VmRequest
 
 HOSTS = [
     {"name": "web01", "mac": "00:50:56:00:10:01"},
@@ -39,12 +41,6 @@ HOSTS = [
     {"name": "gi01", "mac": "00:50:56:00:10:03", "boot": "guestinfo"},
     {"name": "iso01", "mac": "00:50:56:00:10:04", "boot": "iso"},
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Setup:
@@ -108,12 +104,13 @@ def test_up_brings_every_boot_method_to_ready(setup: Setup) -> None:
         h["name"]: ("ready", "") for h in HOSTS
     }
     report = build_report(runs, setup.timeline)
-    for host in report["hosts"]:
-        assert host["time_to_ready"] is not None and host["time_to_ready"] > 0
-        assert set(host["phases"]) >= {"vm_created", "installed", "firstboot", "ready"}
-    pxe = next(h for h in report["hosts"] if h["name"] == "web01")
-    assert set(pxe["phases"]) >= {"config", "kickstart"}
-    assert report["fleet"]["ready"] == 4 and report["fleet"]["p95"] >= report["fleet"]["p50"]
+    for host in report.hosts:
+        assert host.time_to_ready is not None and host.time_to_ready > 0
+        assert set(host.phases) >= {"vm_created", "installed", "firstboot", "ready"}
+    pxe = next(h for h in report.hosts if h.name == "web01")
+    assert set(pxe.phases) >= {"config", "kickstart"}
+    p50, p95 = report.fleet.p50, report.fleet.p95
+    assert report.fleet.ready == 4 and p50 is not None and p95 is not None and p95 >= p50
     text = format_report(report)
     assert "4/4 ready;" in text and "web01" in text
     for name in ("web01", "gi01", "iso01"):
@@ -147,7 +144,7 @@ def test_stolen_secrets_fail_the_host_with_an_alarm(setup: Setup) -> None:
     text = format_report(report)
     assert "gi01: ALARM: secrets of gi01 build" in text and "refused to 127.0.0.1" in text
     assert "web01: ALARM" not in text
-    assert [h["alarms"] for h in report["hosts"] if h["name"] == "web01"] == [[]]
+    assert [h.alarms for h in report.hosts if h.name == "web01"] == [[]]
     status = run_cli("status", str(setup.spec), "--offline", cwd=setup.root)
     assert status.returncode == 0, status.stderr
     assert "gi01                 ALARM: secrets of gi01 build" in status.stdout
@@ -161,15 +158,15 @@ def test_failed_and_silent_hosts(setup: Setup) -> None:
     assert outcome["web01"] == ("failed", "cannot pull nginx:1.27")
     assert outcome["web02"][0] == "timeout"
     report = build_report(runs, setup.timeline)
-    assert report["fleet"] == {
-        "hosts": 2,
-        "ready": 0,
-        "failed": 1,
-        "outcomes": {"failed": 1, "timeout": 1},
-        "p50": None,
-        "p95": None,
-        "max": None,
-    }
+    assert report.fleet == FleetReport(
+        hosts=2,
+        ready=0,
+        failed=1,
+        outcomes={"failed": 1, "timeout": 1},
+        p50=None,
+        p95=None,
+        max=None,
+    )
     assert "0/2 ready (1 failed, 1 timeout)" in format_report(report)
     # Running up again does not count the failed host's VM as a success.
     again = setup.fleet().up(["web01"], UpOptions(timeout=4))
@@ -353,20 +350,6 @@ def test_stop_during_rebuild_leaves_queued_hosts_alone(setup: Setup) -> None:
 # -- faults: what `up`, `down` and `rebuild` must not hide ------------------------------------
 
 
-class FakeDetachFailsDriver:
-    """The simulator's driver, except that emptying a CD-ROM fails the way a busy host
-    refuses a reconfigure (the simulator cannot be made to fail only that call)."""
-
-    def __init__(self, real: VmDriver) -> None:
-        self._real = real
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-    def detach_iso(self, vm: Any, *, stop: Any = None) -> None:
-        raise DriverError("emptying the CD-ROM: TaskInProgress (the VM is busy)")
-
-
 def cdrom_iso(setup: Setup, name: str) -> str | None:
     cdrom = next(
         d
@@ -385,12 +368,16 @@ def boot_order(setup: Setup, name: str) -> list[str]:
 def test_a_failed_after_install_step_fails_the_host_and_the_next_up_finishes_it(
     setup: Setup,
 ) -> None:
-    flaky = Fleet(setup.inventory, setup.state, setup.timeline, FakeDetachFailsDriver(setup.driver))  # type: ignore[arg-type]
+    # The simulator cannot be made to fail only this call: the way a busy host refuses it.
+    detach_fails = FailingDriver(
+        "detach_iso", "emptying the CD-ROM: TaskInProgress (the VM is busy)", setup.driver
+    )
+    flaky = Fleet(setup.inventory, setup.state, setup.timeline, as_driver(detach_fails))
     with setup.guest():
         runs = flaky.up(["iso01"], UpOptions(timeout=60))
     assert runs[0].outcome == "failed"
     assert runs[0].detail.startswith(
-        "after install: ISO detach: emptying the CD-ROM: TaskInProgress"
+        "after install: ISO detach: detach_iso: emptying the CD-ROM: TaskInProgress"
     )
     assert cdrom_iso(setup, "iso01") is not None  # still in: its next reboot would reinstall
     assert "failed" in format_report(build_report(runs, setup.timeline))

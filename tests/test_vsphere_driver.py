@@ -497,7 +497,7 @@ def test_wait_for_stops_when_asked(driver: PyVmomiDriver) -> None:
     timer.start()
     started = time.monotonic()
     with pytest.raises(DriverError, match="stopped") as caught:
-        driver.wait_for(handle, lambda s: s.ip is not None, timeout=60, stop=stop)
+        driver.wait_for(handle, lambda s: s.ip is not None, timeout=60, stop=stop.is_set)
     timer.join()
     assert not isinstance(caught.value, DriverTimeout)
     assert time.monotonic() - started < 8

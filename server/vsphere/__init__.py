@@ -7,17 +7,14 @@ the only code that touches pyVmomi; tests use in-repo fakes of ``VmDriver``.
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, get_args
+from typing import Literal, Protocol
 
 from photonkick.kickstarts.errors import PhotonkickError
+from photonkick.kickstarts.spec import BOOT_MODES, FIRMWARES, BootMode, Firmware
 
-Firmware = Literal["efi", "bios"]
-BootMode = Literal["pxe", "iso", "guestinfo"]
-"""How the installer starts: network boot, the ISO alone, or the ISO plus a guestinfo kickstart."""
 BootDevice = Literal["ethernet", "cdrom", "disk"]
 PowerState = Literal["on", "off", "suspended"]
 
@@ -103,9 +100,9 @@ class VmRequest:
         # A MAC outside VMware's manual range is allowed (photonkick warns about it).
         if not _MAC.fullmatch(self.mac):
             problems.append(f"mac {self.mac!r} must look like 00:50:56:00:10:01 (lower case)")
-        if self.firmware not in get_args(Firmware):
+        if self.firmware not in FIRMWARES:
             problems.append(f"firmware {self.firmware!r} must be efi or bios")
-        if self.boot not in get_args(BootMode):
+        if self.boot not in BOOT_MODES:
             problems.append(f"boot {self.boot!r} must be pxe, iso or guestinfo")
         if self.boot != "pxe" and self.iso is None:
             problems.append(f"boot {self.boot} needs an iso")
@@ -249,12 +246,12 @@ class VmDriver(Protocol):
         condition: Callable[[VmState], bool],
         *,
         timeout: float,
-        stop: threading.Event | None = None,
+        stop: Stop | None = None,
     ) -> VmState:
         """Block until ``condition(state)`` holds and return that state.
 
-        Raises ``DriverTimeout`` after ``timeout`` seconds, and ``DriverError`` when ``stop``
-        is set or the VM asks a question the condition does not accept.
+        Raises ``DriverTimeout`` after ``timeout`` seconds, and ``DriverError`` when ``stop()``
+        is True or the VM asks a question the condition does not accept.
         """
         ...
 

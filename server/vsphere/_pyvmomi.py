@@ -11,7 +11,6 @@ import http.client
 import logging
 import math
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -749,12 +748,12 @@ class PyVmomiDriver:
         condition: Callable[[VmState], bool],
         *,
         timeout: float,
-        stop: threading.Event | None = None,
+        stop: Stop | None = None,
     ) -> VmState:
         """Block until ``condition(state)`` holds, driven by the server's change updates.
 
-        Raises DriverTimeout after ``timeout`` seconds, and DriverError when ``stop`` is
-        set or the VM asks a question that ``condition`` does not accept.
+        Raises DriverTimeout after ``timeout`` seconds, and DriverError when ``stop()`` is
+        True or the VM asks a question that ``condition`` does not accept.
         """
 
         def done(values: Mapping[str, Any]) -> bool:
@@ -770,7 +769,7 @@ class PyVmomiDriver:
             _STATE_PATHS,
             done,
             timeout=timeout,
-            stop=stop.is_set if stop is not None else None,
+            stop=stop,
             what=f"{vm.name!r}",
         )
         return _vm_state(values)
