@@ -199,6 +199,10 @@ class TftpServer:
         for entry in self._table.remaining():
             self._report(entry.outcome(0, STOPPED))
 
+    def worker_pids(self) -> list[int]:
+        """The process ids of the worker processes running now."""
+        return [worker.process.pid for worker in self._workers]
+
     def open_transfers(self) -> dict[str, int]:
         """How many transfers are open, by client address: a consistent snapshot."""
         return self._table.per_host()
@@ -289,14 +293,16 @@ class TftpServer:
             sock.connect(address)
             request = _decode_request(datagram)
             name = _normalize(request.filename)
-            fd, size = self._open(request, name, client)
+            fd, size, cacheable = self._open(request, name, client)
             blksize, timeout, oack = _negotiate(request.options, size, self._timeout)
             entry = _Entry(next(self._ids) & _ALL, address, name, datagram, started)
             entry.worker = self._workers[next(self._turn) % len(self._workers)]
             self._table.add(entry)
             try:
                 packet = _encode_oack(oack) if oack else b""
-                entry.worker.start(entry.ident, sock, fd, blksize, timeout, self._retries, packet)
+                entry.worker.start(
+                    entry.ident, sock, fd, blksize, timeout, self._retries, packet, cacheable
+                )
             except OSError as error:
                 self._table.finish(entry.ident)
                 log.warning("no TFTP worker could take a transfer: %s", error)
@@ -318,7 +324,7 @@ class TftpServer:
         seconds = time.monotonic() - started
         self._report(TftpTransfer(name, client, 0, seconds, False, message))
 
-    def _open(self, request: _Request, name: str, client: tuple[str, int]) -> tuple[int, int]:
+    def _open(self, request: _Request, name: str, client: tuple[str, int]) -> tuple[int, int, bool]:
         if request.opcode == WRQ:
             raise _Refused(2, "access violation: the server is read-only")
         if request.mode not in ("octet", "netascii"):
@@ -618,9 +624,9 @@ def _integer(value: str | None) -> int | None:
     return int(value)
 
 
-def _open(source: bytes | Path, *, netascii: bool) -> tuple[int, int]:
-    """A file descriptor to read ``source`` from and its size in bytes as it will be sent;
-    bytes are put in an anonymous memory file."""
+def _open(source: bytes | Path, *, netascii: bool) -> tuple[int, int, bool]:
+    """A file descriptor to read ``source`` from, its size in bytes as it will be sent, and
+    whether it is the file itself (bytes and netascii go to an anonymous memory file)."""
     if isinstance(source, Path):
         try:
             # O_NONBLOCK: opening a FIFO must not block the thread reading requests
@@ -634,12 +640,12 @@ def _open(source: bytes | Path, *, netascii: bool) -> tuple[int, int]:
             os.close(fd)
             raise _Refused(1, NOT_FOUND)
         if not netascii:
-            return fd, info.st_size
+            return fd, info.st_size, True
         with open(fd, "rb") as reader:
             source = reader.read()
     if netascii:
         source = source.replace(b"\r", b"\r\0").replace(b"\n", b"\r\n")
-    return _memory_file(source), len(source)
+    return _memory_file(source), len(source), False
 
 
 def _memory_file(data: bytes) -> int:

@@ -21,6 +21,7 @@ outlives the server.
 
 from __future__ import annotations
 
+import os
 import select
 import signal
 import socket
@@ -28,7 +29,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
 DATA, ACK, ERROR = 3, 4, 5
@@ -36,16 +37,20 @@ MAX_ACK = 516
 TICK = 0.05  # seconds between timeout sweeps
 UNACKNOWLEDGED_RETRIES = 2  # resends of a first packet: a forged address never answers
 READ_BUFFER = 64 * 1024
+CACHED_FILE = 8 << 20  # bytes: files up to this size are sent from packets built once
+CACHE_SIZE = 64 << 20  # bytes of cached packets in one worker
 MAX_MESSAGE = 1024  # an OACK or an error text; file contents travel as file descriptors
 TELL_WAIT = 5.0  # seconds a worker waits for room to report an event before giving up
 
 START, RESEND, END, ACKED, FINISHED, READY = 1, 2, 3, 4, 5, 6
 READY_WAIT = 30.0  # seconds a worker process may take to start (a busy machine is slow)
-_START = struct.Struct("!BIIdI")  # kind, transfer id, blksize, timeout, retries; then the OACK
+# kind, transfer id, blksize, timeout, retries, whether the file may be cached; then the OACK
+_START = struct.Struct("!BIIdI?")
 _ID = struct.Struct("!BI")  # kind, transfer id: RESEND, END, ACKED
 _FINISHED = struct.Struct("!BIQB")  # kind, transfer id, bytes acknowledged, failed; then why
 _HEADER = struct.Struct("!HH")
 _ERROR = bytes((0, ERROR))
+_monotonic = time.monotonic
 STOPPED = "the server stopped"
 
 
@@ -71,6 +76,7 @@ class Transfer:
     ) -> None:
         self.ident, self.sock, self.fd = ident, sock, sock.fileno()
         self.on_first_ack = on_first_ack
+        self.packets: Sequence[bytes] | None = None  # every DATA packet, when they are cached
         self.reader, self.blksize, self.timeout, self.retries = reader, blksize, timeout, retries
         self.oack = oack
         self.block = 0
@@ -129,19 +135,32 @@ class Transfer:
         self.reader.close()
 
     def _next(self) -> bool:
-        data = self.reader.read(self.blksize)
-        self.block += 1
-        self.pending = len(data)
-        self.final = len(data) < self.blksize
-        number = self.block & 0xFFFF
-        return self._send(_HEADER.pack(DATA, number) + data, number)
+        # The hot path of every transfer: kept to one call and no more lookups than needed.
+        self.block = block = self.block + 1
+        number = block & 0xFFFF
+        if self.packets is not None:
+            packet = self.packets[block - 1]
+        else:
+            packet = _HEADER.pack(DATA, number) + self.reader.read(self.blksize)
+        self.pending = size = len(packet) - 4
+        self.final = size < self.blksize
+        self.packet, self.expected, self.tries = packet, _HEADER.pack(ACK, number), 0
+        self.deadline = _monotonic() + self.timeout
+        try:
+            self.sock.send(packet)
+        except BlockingIOError:
+            pass  # a full send buffer: as good as lost, the timeout resends it
+        except OSError as error:
+            self.error = str(error)
+            return True
+        return False
 
     def _send(self, packet: bytes, number: int) -> bool:
         self.packet, self.expected, self.tries = packet, _HEADER.pack(ACK, number), 0
         return self._transmit()
 
     def _transmit(self) -> bool:
-        self.deadline = time.monotonic() + self.timeout
+        self.deadline = _monotonic() + self.timeout
         try:
             self.sock.send(self.packet)
         except BlockingIOError:
@@ -150,6 +169,44 @@ class Transfer:
             self.error = str(error)
             return True
         return False
+
+
+class PacketCache:
+    """The DATA packets of recently sent files, built once for each block size.
+
+    PXE clients fetch the same loaders and menus over and over. A file is known by its device,
+    inode, size and modification time, so a changed or replaced file is read again. At most
+    ``CACHE_SIZE`` bytes are kept, the least recently used file going first.
+    """
+
+    def __init__(self, limit: int = CACHE_SIZE) -> None:
+        self._limit = limit
+        self._size = 0
+        self._files: dict[tuple[int, ...], tuple[bytes, ...]] = {}
+
+    def get(self, reader: BinaryIO, blksize: int) -> tuple[bytes, ...] | None:
+        """The packets of the open file ``reader`` at ``blksize``, or None if it is too big."""
+        info = os.fstat(reader.fileno())
+        if info.st_size > CACHED_FILE:
+            return None
+        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, blksize)
+        packets = self._files.pop(key, None)
+        if packets is None:
+            data = reader.read()
+            reader.seek(0)
+            if len(data) != info.st_size:
+                return None  # it changed while being read: stream it instead
+            packets = tuple(
+                _HEADER.pack(DATA, (n + 1) & 0xFFFF) + data[offset : offset + blksize]
+                for n, offset in enumerate(range(0, len(data) + 1, blksize))
+            )
+            self._size += len(data)
+            while self._size > self._limit and self._files:
+                oldest = next(iter(self._files))
+                del self._files[oldest]
+                self._size -= oldest[2]  # its st_size
+        self._files[key] = packets
+        return packets
 
 
 class Worker:
@@ -161,6 +218,7 @@ class Worker:
         self._epoll.register(control.fileno(), select.EPOLLIN)
         self._by_fd: dict[int, Transfer] = {}
         self._by_id: dict[int, Transfer] = {}
+        self._packets = PacketCache()
         self._open = True
 
     def run(self) -> None:
@@ -201,12 +259,14 @@ class Worker:
                     self._finish(transfer)
 
     def _start(self, message: bytes, fds: list[int]) -> None:
-        _, ident, blksize, timeout, retries = _START.unpack_from(message)
+        _, ident, blksize, timeout, retries, cacheable = _START.unpack_from(message)
         sock = socket.socket(fileno=fds[0])
         sock.setblocking(False)
         reader = open(fds[1], "rb", buffering=READ_BUFFER)
         oack = message[_START.size :]
         transfer = Transfer(ident, sock, reader, blksize, timeout, retries, oack, self._acked)
+        if cacheable:
+            transfer.packets = self._packets.get(reader, blksize)
         self._by_fd[transfer.fd] = transfer
         self._by_id[ident] = transfer
         self._epoll.register(transfer.fd, select.EPOLLIN)
@@ -274,9 +334,13 @@ class WorkerHandle:
         timeout: float,
         retries: int,
         oack: bytes,
+        cacheable: bool,
     ) -> None:
-        """Hand a transfer over; raises OSError if the worker cannot take it now."""
-        message = _START.pack(START, ident, blksize, timeout, retries) + oack
+        """Hand a transfer over; raises OSError if the worker cannot take it now.
+
+        ``cacheable``: the file is a file of the boot tree, whose packets may be kept.
+        """
+        message = _START.pack(START, ident, blksize, timeout, retries, cacheable) + oack
         socket.send_fds(self.control, [message], [sock.fileno(), reader_fd])
 
     def wait_ready(self, deadline: float) -> None:
