@@ -307,6 +307,9 @@ class TftpServer:
                 self._table.finish(entry.ident)
                 log.warning("no TFTP worker could take a transfer: %s", error)
                 self._report(entry.outcome(0, "no worker could take the transfer"))
+            except BaseException:
+                self._table.finish(entry.ident)
+                raise
         except _Refused as refused:
             self._refuse(sock, refused.code, str(refused), name, client[0], started)
         except Exception:
