@@ -135,7 +135,6 @@ class Transfer:
         self.reader.close()
 
     def _next(self) -> bool:
-        # The hot path of every transfer: kept to one call and no more lookups than needed.
         self.block = block = self.block + 1
         number = block & 0xFFFF
         if self.packets is not None:
@@ -144,16 +143,7 @@ class Transfer:
             packet = _HEADER.pack(DATA, number) + self.reader.read(self.blksize)
         self.pending = size = len(packet) - 4
         self.final = size < self.blksize
-        self.packet, self.expected, self.tries = packet, _HEADER.pack(ACK, number), 0
-        self.deadline = _monotonic() + self.timeout
-        try:
-            self.sock.send(packet)
-        except BlockingIOError:
-            pass  # a full send buffer: as good as lost, the timeout resends it
-        except OSError as error:
-            self.error = str(error)
-            return True
-        return False
+        return self._send(packet, number)
 
     def _send(self, packet: bytes, number: int) -> bool:
         self.packet, self.expected, self.tries = packet, _HEADER.pack(ACK, number), 0
