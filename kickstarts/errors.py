@@ -46,5 +46,9 @@ class SpecError(PhotonkickError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+class UsageError(PhotonkickError):
+    """A command line that cannot be used, found after parsing (the CLI exits 2)."""
+
+
 class RenderError(PhotonkickError):
     """A valid spec that still cannot be rendered (for example a broken user template)."""

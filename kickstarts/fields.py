@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from photonkick.kickstarts.errors import Location, Problem
 from photonkick.kickstarts.secrets import Secret
-from photonkick.kickstarts.source import Map, Node, Scalar, Seq
+from photonkick.kickstarts.source import Map, Node, Scalar, Seq, read_user_file
 
 T = TypeVar("T")
 
@@ -44,7 +44,7 @@ class Reader:
         """Read a file named relative to the spec's folder."""
         file = (self.base_dir / name).resolve() if not Path(name).is_absolute() else Path(name)
         try:
-            return file.read_text(encoding="utf-8")
+            return read_user_file(file)
         except (OSError, UnicodeDecodeError) as exc:
             raise self.fail(
                 node.loc,

@@ -6,6 +6,9 @@ A kickstart key outside the chosen version's set makes the real installer stop w
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 INSTALLER_VERSIONS = ("2.3", "2.7", "2.8", "2.9")
 RELEASES = ("4.0", "5.0")
 LINUX_FLAVORS = ("linux", "linux-esx", "linux-aws", "linux-secure", "linux-rt")
@@ -63,3 +66,43 @@ FORBIDDEN_KEYS: dict[str, str] = {
     "disk": "use the host key 'disk'",
 }
 """Raw kickstart keys a spec may not set, with the reason."""
+
+# -- installer version from the imported ISO (photon.installer: auto) --
+
+AUTO = "auto"
+ASSUMED_WITHOUT_ISO = "2.7"
+"""What ``auto`` checks against before an ISO of the release is imported: the installer of
+the Photon 4.0 and 5.0 ISOs built since mid-2024, and photonkick's earlier default."""
+
+
+@dataclass(frozen=True)
+class ImportedInstaller:
+    """The installer found in an imported release's initrd (``found`` None: unreadable)."""
+
+    found: str | None
+    where: str
+    """The imported ISO (or why its version could not be read), for messages."""
+
+    @property
+    def rules(self) -> str | None:
+        """The supported version whose rules apply, or None when none does."""
+        return rules_for(self.found) if self.found else None
+
+
+def rules_for(found: str) -> str | None:
+    """The newest supported version not newer than ``found`` (``2.4`` -> 2.3 rules).
+
+    An in-between or newer version is checked with the rules of the supported one before
+    it. None for versions older than the oldest supported.
+    """
+    match = re.match(r"(\d+)\.(\d+)", found)
+    if match is None:
+        return None
+    number = (int(match.group(1)), int(match.group(2)))
+    fitting = [v for v in INSTALLER_VERSIONS if _as_tuple(v) <= number]
+    return fitting[-1] if fitting else None
+
+
+def _as_tuple(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")
+    return int(major), int(minor)

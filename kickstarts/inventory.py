@@ -21,6 +21,7 @@ from photonkick.kickstarts.fields import (
     secret,
     text,
 )
+from photonkick.kickstarts.hooks import webhooks_parser
 from photonkick.kickstarts.hosts import (
     EFI_PARTITION_HINT,
     HOST_FIELDS,
@@ -29,27 +30,41 @@ from photonkick.kickstarts.hosts import (
     efi_partition_problem,
 )
 from photonkick.kickstarts.installer import (
+    ASSUMED_WITHOUT_ISO,
+    AUTO,
     CRYPT_SCHEMES,
     FORBIDDEN_KEYS,
     INSTALLER_VERSIONS,
     KNOWN_KEYS,
     RELEASES,
+    ImportedInstaller,
 )
 from photonkick.kickstarts.secrets import Secret
 from photonkick.kickstarts.source import Map, Node, Scalar, Seq, load_yaml_file, parse_yaml
 from photonkick.kickstarts.spec import Host, Inventory, Photon, ServerUrls, Vsphere
 
 
-def load_inventory(path: Path, environ: Mapping[str, str] | None = None) -> Inventory:
-    """Read and check a spec file; raise SpecError listing every problem in it."""
-    return inventory_from_node(load_yaml_file(path), path, environ)
+def load_inventory(
+    path: Path,
+    environ: Mapping[str, str] | None = None,
+    imported: Mapping[str, ImportedInstaller] | None = None,
+) -> Inventory:
+    """Read and check a spec file; raise SpecError listing every problem in it.
+
+    ``imported`` maps each imported Photon release to the installer found in its ISO: it
+    decides ``photon.installer: auto`` and must agree with an explicit version.
+    """
+    return inventory_from_node(load_yaml_file(path), path, environ, imported)
 
 
 def inventory_from_text(
-    text_: str, path: Path, environ: Mapping[str, str] | None = None
+    text_: str,
+    path: Path,
+    environ: Mapping[str, str] | None = None,
+    imported: Mapping[str, ImportedInstaller] | None = None,
 ) -> Inventory:
     """Like load_inventory, for text already in memory (``path`` names it and anchors files)."""
-    return inventory_from_node(parse_yaml(text_, str(path)), path, environ)
+    return inventory_from_node(parse_yaml(text_, str(path)), path, environ, imported)
 
 
 def http_url(reader: Reader, node: Node, path: str) -> str:
@@ -96,7 +111,7 @@ def _check_boot_url(reader: Reader, root: Node, server: ServerUrls, hosts: list[
 
 PHOTON_FIELDS = {
     "release": Field(choice(*RELEASES), "5.0"),
-    "installer": Field(choice(*INSTALLER_VERSIONS), "2.7"),
+    "installer": Field(choice(*INSTALLER_VERSIONS, AUTO), AUTO),
 }
 SERVER_FIELDS = {
     "url": Field(http_url, required=True),
@@ -104,6 +119,7 @@ SERVER_FIELDS = {
     "boot_url": Field(plain_http_url),
     "kickstart_after_install": Field(boolean, False),
     "bind_kickstart_to_boot_ip": Field(boolean, False),
+    "webhooks": Field(webhooks_parser(http_url), ()),
 }
 
 
@@ -144,7 +160,10 @@ def vsphere(reader: Reader, node: Node, path: str) -> Vsphere:
 
 
 TOP_FIELDS = {
-    "photon": Field(lambda r, n, p: Photon(**read_checked(r, n, p, PHOTON_FIELDS)), Photon),
+    "photon": Field(
+        lambda r, n, p: Photon(**read_checked(r, n, p, PHOTON_FIELDS)),
+        lambda: Photon(installer=AUTO),
+    ),
     "server": Field(server_urls, required=True),
     "templates": Field(nonempty_text),
     "vsphere": Field(vsphere),
@@ -154,14 +173,21 @@ TOP_FIELDS = {
 }
 
 
-def inventory_from_node(root: Node, path: Path, environ: Mapping[str, str] | None) -> Inventory:
+def inventory_from_node(
+    root: Node,
+    path: Path,
+    environ: Mapping[str, str] | None,
+    imported: Mapping[str, ImportedInstaller] | None = None,
+) -> Inventory:
     """Build the Inventory from a parsed YAML tree."""
     reader = Reader(path.parent, environ)
     try:
         top = read_map(reader, root, "", TOP_FIELDS)
     except Invalid:
         raise SpecError(reader.problems) from None
-    photon = top["photon"] or Photon()
+    photon = _resolve_installer(
+        reader, root, top["photon"] or Photon(installer=AUTO), imported or {}
+    )
     layers = _check_layers(reader, top["defaults"], top["profiles"])
     hosts = _build_hosts(reader, top["hosts"], layers, photon)
     if top["server"] is not None:
@@ -174,6 +200,37 @@ def inventory_from_node(root: Node, path: Path, environ: Mapping[str, str] | Non
         if not templates.is_dir():
             raise SpecError([Problem(root.loc, "templates", f"{templates} is not a directory")])
     return Inventory(path, photon, top["server"], tuple(hosts), templates, top["vsphere"])
+
+
+def _resolve_installer(
+    reader: Reader, root: Node, photon: Photon, imported: Mapping[str, ImportedInstaller]
+) -> Photon:
+    """Settle ``photon.installer``: ``auto`` takes the imported ISO's; explicit must agree."""
+    found = imported.get(photon.release)
+    loc = _value_loc(root, "photon", "installer")
+    if photon.installer == AUTO:
+        if found is None:
+            return Photon(photon.release, ASSUMED_WITHOUT_ISO, "assumed")
+        if found.rules is None:
+            reader.fail(
+                loc,
+                "photon.installer",
+                f"auto, but the installer of the imported Photon {photon.release} ISO is "
+                + (f"{found.found}, older than photonkick supports" if found.found else "unknown")
+                + f" ({found.where})",
+                f"set photon.installer to one of {', '.join(INSTALLER_VERSIONS)}",
+            )
+            return Photon(photon.release, ASSUMED_WITHOUT_ISO, "assumed")
+        return Photon(photon.release, found.rules, "iso")
+    if found is not None and found.rules is not None and found.rules != photon.installer:
+        reader.fail(
+            loc,
+            "photon.installer",
+            f"the spec says installer {photon.installer}, but the imported Photon "
+            f"{photon.release} ISO has installer {found.found} ({found.where})",
+            f"set photon.installer: auto (or {found.rules}), or import the ISO you will boot",
+        )
+    return photon
 
 
 def _check_layers(reader: Reader, defaults: Node | None, profiles: Node | None) -> dict[str, Map]:
@@ -304,12 +361,23 @@ def _check_host(
             loc,
             f"{where}.boot",
             "guestinfo kickstarts need installer 2.7 or newer",
-            "use boot: iso or pxe with installer 2.3",
+            _assumed_hint(photon) or "use boot: iso or pxe with installer 2.3",
         )
         ok = False
     ok = _check_raw_kickstart(reader, host, node, where, photon) and ok
     ok = _check_password_schemes(reader, host, node, where, photon) and ok
     return ok
+
+
+def _assumed_hint(photon: Photon) -> str | None:
+    """Why the installer version was assumed, when the user did not choose it."""
+    if photon.installer_from != "assumed":
+        return None
+    return (
+        f"photon.installer is auto and no Photon {photon.release} ISO is imported, so "
+        f"installer {photon.installer} is assumed; run photonkick import-iso PHOTON.iso, or "
+        "set photon.installer"
+    )
 
 
 def _value_loc(node: Node, *keys: str | int) -> Location:
@@ -373,6 +441,7 @@ def _check_raw_kickstart(reader: Reader, host: Host, node: Map, where: str, phot
                 loc,
                 f"{where}.kickstart.{key}",
                 f"installer {photon.installer} does not know this key",
+                _assumed_hint(photon),
             )
             ok = False
         else:

@@ -70,10 +70,19 @@ def parse_yaml(text: str, file: str) -> Node:
     return node
 
 
+def read_user_file(path: Path) -> str:
+    """The text of a file the user named: the spec, or a file the spec refers to.
+
+    The only place the pure packages read files; raises ``OSError`` or
+    ``UnicodeDecodeError``.
+    """
+    return path.read_text(encoding="utf-8")
+
+
 def load_yaml_file(path: Path) -> Node:
     """Read and parse one YAML file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_user_file(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(
             [Problem(Location(str(path), 1, 1), "(file)", f"cannot read: {exc}")]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from photonkick.kickstarts.hooks import Webhook
 from photonkick.kickstarts.secrets import Secret
 
 DEFAULT_PACKAGES = ("minimal", "linux-esx", "initramfs", "docker", "sudo", "curl")
@@ -120,6 +121,9 @@ class Photon:
 
     release: str = "5.0"
     installer: str = "2.7"
+    installer_from: str = "spec"
+    """Where ``installer`` came from: ``spec``, ``iso`` (auto, from the imported initrd) or
+    ``assumed`` (auto with no ISO of the release imported yet)."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,7 @@ class ServerUrls:
     boot_url: str | None = None
     kickstart_after_install: bool = False
     bind_kickstart_to_boot_ip: bool = False
+    webhooks: tuple[Webhook, ...] = ()
 
     @property
     def boot_base(self) -> str:

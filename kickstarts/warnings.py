@@ -15,6 +15,12 @@ def inventory_warnings(inventory: Inventory) -> list[str]:
             "adds it to PXE boot lines; it also turns off TLS checks for the installer's repos. "
             "Use an https:// URL to avoid both."
         )
+    if inventory.photon.installer_from == "assumed":
+        warnings.append(
+            f"photon.installer is auto and no Photon {inventory.photon.release} ISO is "
+            f"imported: checked as installer {inventory.photon.installer}; run photonkick "
+            "import-iso SPEC PHOTON.iso so the ISO's own installer version decides"
+        )
     if inventory.vsphere is not None:
         if inventory.vsphere.insecure:
             warnings.append(

@@ -9,9 +9,8 @@ for the small files a caller reads or adds on purpose.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +20,7 @@ import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
 from photonkick.kickstarts.errors import PhotonkickError
+from photonkick.server.files import write_atomic_with
 
 CHUNK = 1 << 20
 Kind = Literal["file", "dir", "symlink"]
@@ -74,6 +74,7 @@ class IsoImage:
             raise IsoError(f"{path}: cannot read: {e.strerror or e}") from None
         except PyCdlibException as e:
             raise IsoError(f"{path}: not an ISO 9660 image ({e})") from None
+        self._drop_unkeepable_hybrid()
         self.namespace: Namespace = (
             "rr_path"
             if self._iso.has_rock_ridge()
@@ -119,14 +120,33 @@ class IsoImage:
     def loses_system_area(self) -> bool:
         """Whether mastering drops the image's system area (a hybrid MBR/GPT for USB boot).
 
-        pycdlib rewrites syslinux isohybrid MBRs; any other non-empty system area (such as
-        xorriso's GRUB hybrid MBR and GPT) refers to the old layout and is not carried over.
-        El Torito (CD/DVD) booting is unaffected.
+        pycdlib rewrites syslinux isohybrid MBRs that match the boot entries; any other
+        non-empty system area (xorriso's GRUB hybrid MBR and GPT, or an isohybrid MBR with
+        no EFI partition for a UEFI boot entry) refers to the old layout and is not carried
+        over. El Torito (CD/DVD) booting is unaffected.
         """
         if self._iso.isohybrid_mbr is not None:
             return False
         with self.path.open("rb") as f:
             return any(f.read(16 * 2048))
+
+    def _drop_unkeepable_hybrid(self) -> None:
+        """Forget an isohybrid MBR that pycdlib could not update after an edit.
+
+        pycdlib moves the EFI partition of an isohybrid MBR along with the first UEFI boot
+        entry (and the Mac one with the second), and fails when the MBR has no such
+        partition, as with ``xorriso -as mkisofs -isohybrid-mbr`` and no GPT.
+        """
+        mbr = self._iso.isohybrid_mbr
+        catalog = self._iso.eltorito_boot_catalog
+        if mbr is None or catalog is None:
+            return
+        platforms = [catalog.validation_entry.platform_id] * (1 + len(catalog.standalone_entries))
+        for section in catalog.sections:
+            platforms += [section.platform_id] * len(section.section_entries)
+        uefi = platforms.count(0xEF)
+        if (uefi >= 1 and not mbr.efi) or (uefi >= 2 and not mbr.mac):
+            self._iso.rm_isohybrid()
 
     def entries(self, top: str = "") -> Iterator[IsoEntry]:
         """Every entry below ``top`` (recursively, sorted by path), ``top`` itself excluded."""
@@ -184,6 +204,15 @@ class IsoImage:
 
     def replace(self, path: str, data: bytes) -> None:
         """Give the file at ``path`` new contents (every name of it sees them)."""
+        with self._pycdlib_errors():
+            self._replace(path, data)
+
+    def add(self, path: str, data: bytes) -> None:
+        """Add a file (mode 0444) to an existing folder; ``path`` must not exist yet."""
+        with self._pycdlib_errors():
+            self._add(path, data)
+
+    def _replace(self, path: str, data: bytes) -> None:
         node = self._file(path)
         fp = io.BytesIO(data)
         self._keep.append(fp)
@@ -194,8 +223,7 @@ class IsoImage:
             IsoEntry(node.entry.path, "file", len(data)), node.lookup, node.record
         )
 
-    def add(self, path: str, data: bytes) -> None:
-        """Add a file (mode 0444) to an existing folder; ``path`` must not exist yet."""
+    def _add(self, path: str, data: bytes) -> None:
         path = path.strip("/")
         parent, _, name = path.rpartition("/")
         if self._key(path) in self._nodes:
@@ -243,6 +271,14 @@ class IsoImage:
             self._call(self._iso.write_fp, f, progress_cb=callback)
 
         write_atomically(out, master, verify=verify)
+
+    @contextmanager
+    def _pycdlib_errors(self) -> Iterator[None]:
+        """pycdlib's own errors, whichever call raised them, as an ``IsoError``."""
+        try:
+            yield
+        except PyCdlibException as e:
+            raise IsoError(f"{self.path}: {e}") from None
 
     def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
@@ -382,21 +418,6 @@ def write_atomically(
     if not out.parent.is_dir():
         raise IsoError(f"{out.parent}: no such folder")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+        write_atomic_with(out, writer, mode=mode, verify=verify)
     except OSError as e:
         raise IsoError(f"{out}: cannot write: {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        if verify is not None:
-            verify(Path(tmp))
-        os.replace(tmp, out)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise IsoError(f"{out}: cannot write: {e.strerror or e}") from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import base64
+import ipaddress
 import logging
+import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import NoReturn
 
 from photonkick.kickstarts.artifacts import Artifact
-from photonkick.kickstarts.errors import PhotonkickError, SpecError
+from photonkick.kickstarts.errors import PhotonkickError, SpecError, UsageError
 from photonkick.kickstarts.kickstart import build_kickstart, dumps
 from photonkick.pxe.dhcp import dhcp_instructions
 from photonkick.pxe.names import TFTP
@@ -21,16 +25,26 @@ from photonkick.server.cli_common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    example_spec,
     find_host,
     load_spec,
     state_for,
 )
 from photonkick.server.cli_fleet import cmd_down, cmd_rebuild, cmd_status, cmd_up
-from photonkick.server.cli_iso import cmd_import_iso, cmd_iso
+from photonkick.server.cli_inventory import add_inventory_arguments, cmd_inventory
+from photonkick.server.cli_iso import cmd_import_iso, cmd_iso, import_command
+from photonkick.server.example import (
+    SECRET_NAME,
+    SPEC_NAME,
+    ExampleError,
+    new_password,
+    printed_example,
+    write_example,
+)
 from photonkick.server.loaders import loader_files, loader_report
 from photonkick.server.output import write_tree
-from photonkick.server.serve import BootServer, Listen, serve_forever
+from photonkick.server.serve import BootServer, Listen, ListenError, serve_forever
+
+INSTALLER_FROM = {"spec": "", "iso": " (from the imported ISO)", "assumed": " (assumed)"}
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -39,7 +53,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     name = "bundled example" if args.example else str(spec)
     print(
         f"{name}: {len(inventory.hosts)} hosts, Photon {inventory.photon.release}, "
-        f"installer {inventory.photon.installer}: OK\n"
+        f"installer {inventory.photon.installer}{INSTALLER_FROM[inventory.photon.installer_from]}"
+        ": OK\n"
     )
     print(dhcp_instructions(inventory))
     return EXIT_OK
@@ -82,24 +97,56 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _address(text: str, default_port: int) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host:
-        return text, default_port
-    return host.strip("[]"), int(port)
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+def listen_address(default_port: int) -> Callable[[str], tuple[str, int]]:
+    """An argparse type for ``ADDR:PORT``, ``ADDR``, ``:PORT`` or ``[IPv6]:PORT``."""
+
+    def parse(text: str) -> tuple[str, int]:
+        host, port = text, str(default_port)
+        if text.startswith("["):
+            host, bracket, rest = text[1:].partition("]")
+            if not bracket or (rest and not rest.startswith(":")):
+                raise argparse.ArgumentTypeError(f"{text!r}: write an IPv6 address as [ADDR]:PORT")
+            port = rest[1:] if rest else port
+        elif text.count(":") == 1:
+            host, _, port = text.partition(":")
+        if not port.isascii() or not port.isdigit() or int(port) > 65535:
+            raise argparse.ArgumentTypeError(f"{text!r}: the port must be a number 0-65535")
+        host = host or "0.0.0.0"
+        if not _is_ip(host) and not _HOST_NAME.fullmatch(host):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: not an address (ADDR:PORT, [IPv6]:PORT or a host name)"
+            )
+        return host, int(port)
+
+    return parse
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve kickstarts, boot configs and files over HTTP and TFTP; record host timelines."""
     spec, inventory = load_spec(args)
     state = state_for(args, spec)
+    state.check_writable()  # before anything is served: callbacks must be storable
     data = Path(args.data) if args.data else state.path / "releases"
-    http_host, http_port = _address(args.http, 8080)
-    tftp_host, tftp_port = _address(args.tftp, 69)
+    http_host, http_port = args.http
+    tftp_host, tftp_port = args.tftp
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    server = BootServer(
-        spec, inventory, state, data, Listen(http_host, http_port, tftp_host, tftp_port)
-    )
+    try:
+        server = BootServer(
+            spec, inventory, state, data, Listen(http_host, http_port, tftp_host, tftp_port)
+        )
+    except ListenError as exc:
+        raise exc.user_error() from None
 
     def ready() -> None:
         shown = "localhost" if http_host in ("0.0.0.0", "::") else http_host
@@ -120,7 +167,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(
                 f"warning: no imported Photon {inventory.photon.release} in {data} "
                 f"(missing {kernel}): PXE hosts cannot load the installer; run "
-                f"photonkick import-iso PHOTON.iso --data {data}",
+                + import_command(args),
                 file=sys.stderr,
                 flush=True,
             )
@@ -141,14 +188,33 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_example(args: argparse.Namespace) -> int:
-    """Print the bundled example spec, to start a spec of your own."""
-    sys.stdout.write(example_spec().read_text())
+    """Print the bundled example spec, or write it with its secret file (--out DIR)."""
+    password = new_password()
+    if args.out is None:
+        sys.stdout.write(printed_example(password))
+        return EXIT_OK
+    try:
+        spec, secret = write_example(Path(args.out), password)
+    except ExampleError as exc:
+        print(f"photonkick: {exc}; nothing was changed", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(
+        f"wrote {spec} and {secret} (a random database password, mode 0600)\n"
+        f"next: photonkick check {shlex.quote(str(spec))}"
+    )
     return EXIT_OK
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line and exit 2 (argparse would print the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every verb."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="photonkick", description="Unattended VMware Photon OS installs from a host spec."
     )
     parser.add_argument(
@@ -180,18 +246,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--guestinfo", action="store_true", help="print the base64 guestinfo.kickstart.data value"
     )
     serve = verb("serve", cmd_serve)
-    serve.add_argument("--http", default="0.0.0.0:8080", metavar="ADDR:PORT")
+    serve.add_argument(
+        "--http", type=listen_address(8080), default=("0.0.0.0", 8080), metavar="ADDR:PORT"
+    )
     serve.add_argument(
         "--tftp",
-        default="0.0.0.0:69",
+        type=listen_address(69),
+        default=("0.0.0.0", 69),
         metavar="ADDR:PORT",
         help="falls back to a free high port when 69 cannot be bound",
     )
     serve.add_argument("--data", metavar="DIR", help="imported releases (default: STATE/releases)")
-    imp = verb("import-iso", cmd_import_iso, spec=False)
+    imp = verb("import-iso", cmd_import_iso)
     imp.add_argument("iso", metavar="PHOTON.iso")
-    imp.add_argument("--data", metavar="DIR", help="default: .photonkick/releases")
-    imp.add_argument("--state", metavar="DIR", help=argparse.SUPPRESS)
+    imp.add_argument(
+        "--data",
+        metavar="DIR",
+        help="default: STATE/releases, where serve looks (STATE: .photonkick/ beside SPEC, "
+        "or in the current folder without SPEC)",
+    )
     imp.add_argument("--release", help="force the release (when the ISO does not tell)")
     imp.add_argument("--verify", action="store_true", help="re-hash every file and repair")
     iso = verb("iso", cmd_iso)
@@ -223,8 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--all", action="store_true", help="every host of the spec")
     status = verb("status", cmd_status)
     status.add_argument("--offline", action="store_true", help="timelines only, no vSphere")
+    add_inventory_arguments(verb("inventory", cmd_inventory))
     verb("doctor", cmd_doctor, spec=False).add_argument("--state", metavar="DIR")
-    verb("example", cmd_example, spec=False)
+    verb("example", cmd_example, spec=False).add_argument(
+        "--out",
+        metavar="DIR",
+        help=f"write {SPEC_NAME} and its secret file {SECRET_NAME} into DIR instead of printing",
+    )
     return parser
 
 
@@ -241,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         print(f"photonkick: {len(exc.problems)} problem(s); nothing was changed", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except UsageError as exc:
+        print(f"photonkick: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except PhotonkickError as exc:
         print(f"photonkick: {exc}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -15,15 +16,53 @@ from photonkick.server.cli_common import (
     find_host,
     load_spec,
     progress_printer,
+    spec_path,
     state_for,
 )
 from photonkick.server.iso_build import remaster_iso, write_seed_iso
 from photonkick.server.iso_import import import_iso
+from photonkick.server.release_installer import record_installer
+
+
+def releases_dir(args: argparse.Namespace) -> Path:
+    """Where imported releases live: ``--data``, else ``STATE/releases``.
+
+    STATE is found as for every command that reads a spec (``--state``, else
+    ``.photonkick/`` beside SPEC); without a spec, in the current folder.
+    """
+    if args.data:
+        return Path(args.data)
+    if args.spec is None and not args.example:
+        return Path(args.state or ".photonkick") / "releases"
+    state = state_for(args, spec_path(args))
+    state.close()
+    return state.path / "releases"
+
+
+def import_command(args: argparse.Namespace) -> str:
+    """The ``import-iso`` command that fills the releases folder this command line uses."""
+    if args.data:
+        where = ["--data", args.data]
+    elif args.state:
+        where = ["--state", args.state]
+    elif args.example:
+        where = ["--example"]
+    else:
+        where = [args.spec]
+    return shlex.join(["photonkick", "import-iso", *where, "PHOTON.iso"])
 
 
 def cmd_import_iso(args: argparse.Namespace) -> int:
     """Copy kernel, initrd and RPM repo from a Photon ISO into the data folder for serving."""
-    data = Path(args.data) if args.data else Path(args.state or ".photonkick") / "releases"
+    if args.spec is not None and not args.example:
+        problem = _not_a_spec(Path(args.spec))
+        if problem:
+            print(
+                f"photonkick: {problem} (photonkick import-iso [SPEC] PHOTON.iso)",
+                file=sys.stderr,
+            )
+            return EXIT_BAD_INPUT
+    data = releases_dir(args)
     result = import_iso(
         Path(args.iso),
         data,
@@ -38,9 +77,22 @@ def cmd_import_iso(args: argparse.Namespace) -> int:
         f"Photon {result.release} from {args.iso} (volume {result.volume_id}): {action}; "
         f"{result.files} files, {result.total_bytes >> 20} MiB in {result.root}"
     )
+    installer = record_installer(result.root)
+    if installer.found is not None:
+        print(f"photon-os-installer {installer.found} (read from its initrd)")
+    else:
+        print(f"warning: installer version unknown: {installer.where}", file=sys.stderr)
     for link in result.skipped_symlinks:
         print(f"note: skipped symbolic link {link}", file=sys.stderr)
     return EXIT_OK
+
+
+def _not_a_spec(spec: Path) -> str | None:
+    if spec.suffix.lower() == ".iso":
+        return f"{spec} is an ISO, not a spec: give SPEC first"
+    if not spec.is_file():
+        return f"{spec}: no such spec file"
+    return None
 
 
 def cmd_iso(args: argparse.Namespace) -> int:
@@ -67,9 +119,6 @@ def cmd_iso(args: argparse.Namespace) -> int:
             f"{seed_boot_param()}"
         )
         return EXIT_OK
-    if not args.base:
-        print("photonkick: iso needs --base PHOTON.iso, or --seed-only", file=sys.stderr)
-        return EXIT_BAD_INPUT
     result = remaster_iso(Path(args.base), kickstart, out, progress=progress_printer("writing"))
     if sys.stderr.isatty():
         print(file=sys.stderr)

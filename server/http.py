@@ -2,36 +2,41 @@
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
+import json
 import logging
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, abort, jsonify, request, send_file
+from werkzeug.http import parse_range_header
 
+from photonkick.kickstarts.tokens import same_token
+from photonkick.server.log_safety import protect_logs
 from photonkick.server.secrets_gate import SecretsGate
 from photonkick.server.service import BootService
 from photonkick.server.status import HostStatus, host_status
-from photonkick.server.timeline import PHASES
+from photonkick.server.timeline import PHASES, StoreUnavailable
 from photonkick.templates import render
 
 access_log = logging.getLogger("photonkick.server.http")
-_TOKEN_IN_PATH = re.compile(r"^/(ks|cb)/([^/]+)/[^/.]+")
-
-
-def redact_path(path: str) -> str:
-    """A request path fit for logs: tokens replaced."""
-    return _TOKEN_IN_PATH.sub(r"/\1/\2/<token>", path)
+MAX_BODY = 256 * 1024
+"""The largest request body taken (a callback's failure reason and log tail)."""
+RETRY_AFTER = 5
+"""Seconds a client is asked to wait before it retries what could not be stored."""
 
 
 def create_app(service: BootService, admin_token: str) -> Flask:
-    """The Flask app for one boot service."""
+    """The Flask app for one boot service.
+
+    Installs ``protect_logs`` for the whole process: every log line, Flask's exception log
+    included, has tokens redacted and the control characters a client sent escaped.
+    """
+    protect_logs()
     # The instance folder is unused; naming it avoids Flask probing the package layout.
     app = Flask(__name__, instance_path=str(service.state.path.absolute()))
-    app.config["MAX_CONTENT_LENGTH"] = 256 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     secrets = SecretsGate(service)
     app.extensions["photonkick.secrets"] = secrets
 
@@ -43,19 +48,37 @@ def create_app(service: BootService, admin_token: str) -> Flask:
             host_status(service.timeline, h, service.build(h.name)) for h in service.inventory.hosts
         ]
 
+    @app.before_request
+    def ignore_unusable_range() -> None:
+        # RFC 9110 §14.2: a Range that does not parse, is not in bytes or asks for several
+        # ranges is ignored and the whole file sent; only a valid, unsatisfiable one gets 416.
+        header = request.environ.get("HTTP_RANGE")
+        if header is not None and not _single_byte_range(header):
+            del request.environ["HTTP_RANGE"]
+
     @app.after_request
     def log_request(response: Response) -> Response:
-        access_log.info(
-            "%s %s %s %s", client(), request.method, redact_path(request.path), response.status_code
-        )
+        # The path's token is redacted by protect_logs, like in every other record.
+        access_log.info("%s %s %s %s", client(), request.method, request.path, response.status_code)
         return response
 
     def send(found: bytes | Path | None, mimetype: str = "application/octet-stream") -> Any:
         if found is None:
             abort(404)
         if isinstance(found, Path):
-            return send_file(found, mimetype=mimetype, conditional=True, etag=True)
+            try:
+                return send_file(found, mimetype=mimetype, conditional=True, etag=True)
+            except OSError:  # removed or made unreadable since it was found
+                abort(404)
         return Response(found, mimetype=mimetype)
+
+    @app.errorhandler(StoreUnavailable)
+    def not_stored(exc: StoreUnavailable) -> Any:
+        # Nothing is acknowledged that is not on disk: the client (curl --retry) tries again.
+        response = jsonify({"ok": False, "error": "not stored: the state database is unavailable"})
+        response.status_code = 503
+        response.headers["Retry-After"] = str(RETRY_AFTER)
+        return response
 
     @app.get("/ks/<name>/<token>.json")
     def kickstart(name: str, token: str) -> Any:
@@ -71,9 +94,16 @@ def create_app(service: BootService, admin_token: str) -> Flask:
     @app.post("/cb/<name>/<token>/<event>")
     def callback(name: str, token: str, event: str) -> Any:
         if secrets.callbacks_closed(name, token):
+            if event == "ready":  # a retried ``ready`` whose answer was lost: already stored
+                return jsonify({"ok": True, "replay": True})
             abort(403)
-        data = request.form if request.form else (request.get_json(silent=True) or {})
-        reason, log_tail = str(data.get("reason", "")), str(data.get("log", ""))
+        # The token is checked before the body is read: a forged one never reaches a parser.
+        if not service.callback_allowed(name, token, event, client()):
+            abort(404)
+        fields = _callback_fields()
+        if fields is None:
+            abort(400)
+        reason, log_tail = fields
         if not service.callback(name, token, event, reason, log_tail, client()):
             abort(404)
         secrets.after_callback(name, event)
@@ -127,9 +157,30 @@ def create_app(service: BootService, admin_token: str) -> Flask:
     return app
 
 
+def _callback_fields() -> tuple[str, str] | None:
+    """A callback's ``reason`` and ``log`` from its form or JSON object; None for other bodies."""
+    data: Any = request.form
+    if not data and request.is_json:
+        try:
+            data = json.loads(request.get_data(cache=False) or b"{}")
+        except (ValueError, RecursionError):
+            return None
+    if not isinstance(data, dict):
+        return None
+    reason, log_tail = data.get("reason", ""), data.get("log", "")
+    if not isinstance(reason, str) or not isinstance(log_tail, str):
+        return None
+    return reason, log_tail
+
+
+def _single_byte_range(header: str) -> bool:
+    parsed = parse_range_header(header)
+    return parsed is not None and parsed.units == "bytes" and len(parsed.ranges) == 1
+
+
 def _is_admin(admin_token: str) -> bool:
     header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer ") and hmac.compare_digest(header[7:], admin_token):
+    if header.startswith("Bearer ") and same_token(admin_token, header[7:]):
         return True
     try:
         return ipaddress.ip_address(request.remote_addr or "").is_loopback

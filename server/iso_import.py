@@ -18,13 +18,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from photonkick.server._isofs import IsoError, IsoImage
+from photonkick.server.files import PARTIAL_GLOB, write_atomic, write_atomic_with
 
 __all__ = [
     "MANIFEST",
@@ -307,28 +307,22 @@ def _hash_chunks(chunks: Iterator[bytes], advance: Callable[[int], None] | None)
 def _copy(chunks: Iterator[bytes], target: Path, advance: Callable[[int], None] | None) -> str:
     """Stream ``chunks`` into ``target`` via a temporary file and a rename; return SHA-256."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     h = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-                h.update(chunk)
-                if advance:
-                    advance(len(chunk))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def write(f: BinaryIO) -> None:
+        for chunk in chunks:
+            f.write(chunk)
+            h.update(chunk)
+            if advance:
+                advance(len(chunk))
+
+    write_atomic_with(target, write)
     return h.hexdigest()
 
 
 def _remove_partials(root: Path) -> None:
     """Temporary files an earlier, killed import left behind."""
-    for path in root.rglob(".*.part"):
+    for path in root.rglob(PARTIAL_GLOB):
         if path.is_file() and not path.is_symlink():
             path.unlink()
 
@@ -347,18 +341,7 @@ def _prune(root: Path, folder: Path) -> None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _result(

@@ -32,7 +32,7 @@ from photonkick.kickstarts.host_secrets import (
 )
 from photonkick.kickstarts.tokens import token_matches
 from photonkick.server.service import BootService
-from photonkick.server.timeline import ALARM, REARMED
+from photonkick.server.timeline import ALARM, REARMED, WRITE_TIMEOUT, StoreUnavailable
 
 log = logging.getLogger("photonkick.server.secrets")
 DATABASE_FILE = "secrets.db"
@@ -73,13 +73,15 @@ class SecretsLedger:
     """Single-use secrets and closed callbacks per (host, build), in SQLite.
 
     Thread-safe (one lock around one connection) and safe for several processes (each claim
-    is one ``BEGIN IMMEDIATE`` transaction). Every change is committed before it returns.
+    is one ``BEGIN IMMEDIATE`` transaction). Every change is committed before it returns; a
+    database that refuses a read or a write raises StoreUnavailable (answered 503).
     """
 
     def __init__(self, database: Path) -> None:
         self._lock = threading.Lock()
+        # A locked database answers 503 after a short wait rather than holding the request.
         self._db = sqlite3.connect(
-            database, timeout=30, check_same_thread=False, isolation_level=None
+            database, timeout=WRITE_TIMEOUT, check_same_thread=False, isolation_level=None
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -88,12 +90,13 @@ class SecretsLedger:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken at once (other processes wait), committed on exit."""
-        with self._lock:
+        with self._lock, _unavailable_on_error():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
@@ -119,7 +122,7 @@ class SecretsLedger:
 
     def callbacks_closed(self, host: str, build: int) -> bool:
         """Whether the build's callbacks were closed."""
-        with self._lock:
+        with self._lock, _unavailable_on_error():
             row = self._db.execute(
                 "SELECT 1 FROM callbacks_closed WHERE host = ? AND build = ?", (host, build)
             ).fetchone()
@@ -135,6 +138,15 @@ class SecretsLedger:
         """Close the database."""
         with self._lock:
             self._db.close()
+
+
+@contextmanager
+def _unavailable_on_error() -> Iterator[None]:
+    """A database error as StoreUnavailable: the client is told to retry, never a 500."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"secrets database: {exc}") from exc
 
 
 class SecretsGate:

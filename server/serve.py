@@ -2,32 +2,37 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
 import os
 import secrets
 import signal
+import socket
 import threading
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 from urllib.parse import urlsplit
 
 from waitress import wasyncore
-from waitress.server import create_server
 
-from photonkick.kickstarts.errors import SpecError
+from photonkick.kickstarts.errors import PhotonkickError, SpecError, UsageError
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.spec import Inventory
 from photonkick.server.http import create_app
+from photonkick.server.http_server import http_server
 from photonkick.server.loaders import loader_files
+from photonkick.server.release_installer import imported_installers
 from photonkick.server.service import BootService
 from photonkick.server.state import StateDir
 from photonkick.server.tftp import TftpServer
 from photonkick.server.timeline import Timeline
+from photonkick.server.webhooks import WebhookDispatcher
 
 log = logging.getLogger("photonkick.server")
 ADMIN_TOKEN_FILE = "admin-token"
@@ -63,17 +68,19 @@ class BootServer:
         self, spec: Path, inventory: Inventory, state: StateDir, data_dir: Path, listen: Listen
     ) -> None:
         self.spec = spec
+        self.data_dir = data_dir
         self.timeline = Timeline(state.path / "timeline.db")
+        self.webhooks = WebhookDispatcher(self.timeline, inventory.server.webhooks)
+        self.timeline.subscribe(self.webhooks.offer)
         try:
             loaders = loader_files(state.path / "cache")
             self.service = BootService(inventory, state, self.timeline, data_dir, loaders)
             self.admin_token = admin_token(state.path)
             app = create_app(self.service, self.admin_token)
-            self._http = create_server(
-                app, host=listen.http_host, port=listen.http_port, threads=8, ident="photonkick"
-            )
+            self._http = _listen_http(listen, app)
             self.tftp = _start_tftp(self.service, listen)
         except BaseException:
+            self.webhooks.close()
             self.timeline.close()
             raise
         self._spec_mtime = _mtime(spec)
@@ -100,15 +107,16 @@ class BootServer:
         sockets = self._http._map
         try:
             while not self._stop.is_set():
-                wasyncore.loop(timeout=0.1, map=sockets, count=1)
+                wasyncore.loop(timeout=0.1, use_poll=True, map=sockets, count=1)
         finally:
             wasyncore.close_all(sockets, ignore_all=True)
 
     def reload(self) -> bool:
         """Load the spec again; on errors keep serving the last good one and log them."""
         try:
-            inventory = load_inventory(self.spec)
+            inventory = load_inventory(self.spec, imported=imported_installers(self.data_dir))
             self.service.reload(inventory)
+            self.webhooks.configure(inventory.server.webhooks)
         except SpecError as exc:
             for problem in exc.problems:
                 log.error("spec not reloaded: %s", problem)
@@ -137,6 +145,7 @@ class BootServer:
         if not self._threads:  # never started: the listening socket is still open
             wasyncore.close_all(self._http._map, ignore_all=True)
         self._http.task_dispatcher.shutdown()
+        self.webhooks.close()
         self.timeline.close()
 
 
@@ -168,6 +177,30 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+class ListenError(OSError):
+    """HTTP or TFTP cannot listen on an address; the message says which and where."""
+
+    def __init__(self, what: str, host: str, port: int, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.message = f"cannot listen for {what} on {host}:{port}: {self.strerror}"
+        self.bad_address = isinstance(cause, socket.gaierror) or cause.errno == errno.EADDRNOTAVAIL
+        """The address does not resolve or is not this machine's (bad input, not a failure)."""
+
+    def __str__(self) -> str:
+        return self.message
+
+    def user_error(self) -> PhotonkickError:
+        """The error to report: bad input (exit 2) for a bad address, else a failure (exit 1)."""
+        return UsageError(self.message) if self.bad_address else PhotonkickError(self.message)
+
+
+def _listen_http(listen: Listen, app: Any) -> Any:
+    try:
+        return http_server(listen.http_host, listen.http_port, app)
+    except OSError as exc:
+        raise ListenError("HTTP", listen.http_host, listen.http_port, exc) from None
+
+
 def _start_tftp(service: BootService, listen: Listen) -> TftpServer:
     def resolve(name: str, client: tuple[str, int]) -> bytes | Path | None:
         return service.tftp_file(name, client[0])
@@ -177,7 +210,7 @@ def _start_tftp(service: BootService, listen: Listen) -> TftpServer:
         server.start()
     except OSError as exc:
         if listen.tftp_port != 69:
-            raise
+            raise ListenError("TFTP", listen.tftp_host, listen.tftp_port, exc) from None
         server = TftpServer(resolve, listen.tftp_host, 0)
         server.start()
         log.warning(

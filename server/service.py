@@ -7,8 +7,8 @@ checked, netboot-once is applied and the timeline is written.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -18,14 +18,13 @@ from photonkick.kickstarts.spec import Host, Inventory
 from photonkick.kickstarts.tokens import CALLBACK_EVENTS, token_matches
 from photonkick.pxe.names import HTTP, TFTP
 from photonkick.pxe.tree import BootFormat, build_boot_tree, host_boot_files
+from photonkick.server.confine import confined_file
 from photonkick.server.state import StateDir
-from photonkick.server.timeline import Timeline
+from photonkick.server.timeline import StoreUnavailable, Timeline
 
 log = logging.getLogger("photonkick.server")
 MAX_REASON = 2_000
 MAX_LOG_TAIL = 64 * 1024
-STATE_TTL = 1.0
-"""Seconds a host's build number and netboot state are reused between requests."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,8 @@ class BootService:
         self._snapshot = self._make_snapshot(inventory)
         self._ip_host = {ip: host for host, ip in timeline.boot_ips().items()}
         self._repo_noted: set[tuple[str, int]] = set()
-        self._state_cache: dict[str, tuple[float, tuple[int, int], BuildInfo, bool]] = {}
+        self._state_cache: dict[str, tuple[tuple[object, ...] | None, BuildInfo, bool]] = {}
+        self._failing: set[str] = set()
 
     @property
     def inventory(self) -> Inventory:
@@ -90,20 +90,30 @@ class BootService:
         return self._current(host)[0].build
 
     def _current(self, host: str) -> tuple[BuildInfo, bool]:
-        """The host's build and whether its install ended, read at most once a second.
+        """The host's build and whether its install ended.
 
-        Changes made in this process are seen at once; those of another process (a
-        `photonkick up` starting a new build) within ``STATE_TTL`` seconds, long before the
-        new VM asks for anything.
+        Cached until the state or timeline database changes: a commit by any process (a
+        `photonkick up` starting a new build) is seen by the next request. When the database
+        cannot be read, the last known answer keeps serving; with none, the host boots locally.
         """
-        now = time.monotonic()
-        stamp = (self.state.changes, self.timeline.changes)
+        try:
+            stamp: tuple[object, ...] | None = (self.state.version(), self.timeline.version())
+        except sqlite3.Error:
+            stamp = None
         cached = self._state_cache.get(host)
-        if cached is not None and cached[1] == stamp and now - cached[0] < STATE_TTL:
-            return cached[2], cached[3]
-        build = self.state.build(host)
-        disarmed = self.timeline.is_disarmed(host, build.build)
-        self._state_cache[host] = (now, stamp, build, disarmed)
+        if cached is not None and stamp is not None and cached[0] == stamp:
+            return cached[1], cached[2]
+        try:
+            build = self.state.build(host)
+            disarmed = self.timeline.is_disarmed(host, build.build)
+        except sqlite3.Error as exc:
+            if cached is None:
+                self._log_once(f"read {host}", "cannot read %s's state (%s): local boot", host, exc)
+                return BuildInfo(1, self.state.secret), True
+            self._log_once(f"read {host}", "cannot read %s's state (%s): last known", host, exc)
+            return cached[1], cached[2]
+        self._log_recovered(f"read {host}", "%s's state can be read again", host)
+        self._state_cache[host] = (stamp, build, disarmed)
         return build, disarmed
 
     def boot_file(self, fmt: BootFormat, mac: str, client: str) -> bytes | None:
@@ -149,11 +159,10 @@ class BootService:
     def release_file(self, path: PurePosixPath, client: str) -> Path | None:
         """A file of an imported release (``releases/<release>/...``), confined to data_dir."""
         parts = path.parts
-        if len(parts) < 3 or parts[0] != "releases" or ".." in parts:
+        if len(parts) < 3 or parts[0] != "releases":
             return None
-        root = self.data_dir.resolve()
-        target = root.joinpath(*parts[1:]).resolve()
-        if not target.is_relative_to(root) or not target.is_file():
+        target = confined_file(self.data_dir, "/".join(parts[1:]))
+        if target is None:
             return None
         self._note_release_fetch(parts[2:], client)
         return target
@@ -200,14 +209,13 @@ class BootService:
             )
             return None
         self.timeline.record(name, build, "kickstart", "", client)
-        return self._kickstart_bytes(snap, host, build)
+        return self._kickstart_bytes(snap, host, info)
 
-    def _kickstart_bytes(self, snap: _Snapshot, host: Host, build: int) -> bytes:
+    def _kickstart_bytes(self, snap: _Snapshot, host: Host, info: BuildInfo) -> bytes:
         """The kickstart of this build (its callbacks carry this build's token)."""
-        key = (host.name, build)
+        key = (host.name, info.build)
         cached = snap.kickstarts.get(key)
         if cached is None:
-            info = self.state.build(host.name)
             cached = dumps(build_kickstart(host, snap.inventory, info)).encode()
             snap.kickstarts[key] = cached
         return cached
@@ -219,38 +227,66 @@ class BootService:
                 return event.client
         return None
 
-    def callback(
-        self, name: str, token: str, event: str, reason: str, log_tail: str, client: str
-    ) -> bool:
-        """A host reports a phase; False (a 404) for an unknown host, event or token."""
+    def callback_allowed(self, name: str, token: str, event: str, client: str) -> bool:
+        """Whether a callback names a known host and event with the host's current token."""
         if event not in CALLBACK_EVENTS or name not in self._snapshot.by_name:
             return False
-        build = self.build(name)
-        if not token_matches(self.state.secret, name, build, token):
+        if not token_matches(self.state.secret, name, self.build(name), token):
             log.warning(
                 "callback %s for %s refused: wrong or old token (from %s)", event, name, client
             )
             return False
+        return True
+
+    def callback(
+        self, name: str, token: str, event: str, reason: str, log_tail: str, client: str
+    ) -> bool:
+        """A host reports a phase; False (a 404) for an unknown host, event or token."""
+        if not self.callback_allowed(name, token, event, client):
+            return False
+        build = self.build(name)
         detail = ""
         if event == "failed":
             detail = reason[:MAX_REASON]
             if log_tail:
                 detail += "\n--- log tail ---\n" + log_tail[-MAX_LOG_TAIL:]
-        self.timeline.record(name, build, event, detail, client)
-        if event == "installed" or (event == "failed" and not self._current(name)[1]):
-            # A finished or failed install must not start over at the next network boot
-            # (the installer reboots at once); rearm to try again.
-            self.timeline.disarm(name, build)
-        log.info("%s: %s%s", name, event, f": {reason[:200]}" if reason else "")
+        key = f"callback {name} {event}"
+        try:
+            # Stored (with its netboot-once effect) before the host hears back; a finished or
+            # failed install must not start over at the next network boot.
+            stored = self.timeline.record_callback(name, build, event, detail, client)
+        except StoreUnavailable as exc:
+            self._log_once(key, "%s: %s not stored, answered 503 until it is: %s", name, event, exc)
+            raise
+        self._log_recovered(key, "%s: %s stored after the database recovered", name, event)
+        if stored is None:
+            log.info("%s: %s again; already recorded", name, event)
+        else:
+            log.info("%s: %s%s", name, stored.kind, f": {reason[:200]}" if reason else "")
         return True
 
     def rearm(self, name: str) -> bool:
-        """Offer the install again on the host's next network boot."""
+        """Offer the install again on the host's next network boot (stored before it returns;
+        StoreUnavailable when it cannot be)."""
         if name not in self._snapshot.by_name:
             return False
-        self.timeline.rearm(name)
-        self.timeline.record(name, self.build(name), "rearmed")
+        self.timeline.rearm(name, self.build(name))
         return True
+
+    def _log_once(self, key: str, message: str, *args: object) -> None:
+        """Log a failure the first time only, not at every retry of it."""
+        with self._lock:
+            if key in self._failing:
+                return
+            self._failing.add(key)
+        log.error(message, *args)
+
+    def _log_recovered(self, key: str, message: str, *args: object) -> None:
+        with self._lock:
+            if key not in self._failing:
+                return
+            self._failing.discard(key)
+        log.info(message, *args)
 
 
 def _mac_from(fmt: BootFormat, path: PurePosixPath) -> str | None:

@@ -10,10 +10,10 @@ from photonkick.server.timeline import (
     ALARM,
     FAILED,
     PHASES,
-    REARMED,
     Event,
     Timeline,
     phase_offsets,
+    since_rearm,
     time_to_ready,
 )
 
@@ -57,10 +57,7 @@ class HostStatus:
 
 def host_status(timeline: Timeline, host: Host, build: int) -> HostStatus:
     """Summarize the current build's events (those after the last rearm)."""
-    events = timeline.events(host.name, build)
-    rearms = [i for i, e in enumerate(events) if e.kind == REARMED]
-    if rearms:
-        events = events[rearms[-1] + 1 :]
+    events = since_rearm(timeline.events(host.name, build))
     reached = [e.kind for e in events if e.kind in PHASES]
     phase = max(reached, key=PHASES.index) if reached else "waiting"
     failures = [e for e in events if e.kind == FAILED]

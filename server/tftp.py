@@ -31,12 +31,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import count
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from tftpy.TftpPacketFactory import TftpPacketFactory
 from tftpy.TftpPacketTypes import TftpPacketERR, TftpPacketOACK
 from tftpy.TftpShared import MIN_BLKSIZE, TftpException
 
+from photonkick.server.confine import confined_file as confined_file
 from photonkick.server.tftp_worker import (
     ACKED,
     READY_WAIT,
@@ -558,25 +559,6 @@ class _Table:
         if (left := self._per_host.pop(entry.client, 1) - 1) > 0:
             self._per_host[entry.client] = left
         return True
-
-
-def confined_file(root: Path, name: str) -> Path | None:
-    """The regular file ``name`` under ``root``, symlinks resolved, or None if it is not one.
-
-    None also when the name is absolute, has a ``..`` part, or resolves outside ``root``.
-    """
-    relative = PurePosixPath(name)
-    if not name or "\0" in name or relative.is_absolute() or ".." in relative.parts:
-        return None
-    try:
-        base = root.resolve(strict=True)
-        target = base.joinpath(*relative.parts).resolve(strict=True)
-        info = target.stat()
-    except (OSError, RuntimeError, ValueError):
-        return None
-    if not target.is_relative_to(base) or not stat.S_ISREG(info.st_mode):
-        return None
-    return target
 
 
 def _decode_request(datagram: bytes) -> _Request:

@@ -12,10 +12,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
+
+from photonkick.server.sqlite_threads import ChangeWatch, ThreadConnections
 
 log = logging.getLogger("photonkick.server.timeline")
+T = TypeVar("T")
 
 PHASES = (
     "vm_created",
@@ -31,11 +35,21 @@ PHASES = (
 )
 """The phases of one install, in the order they happen."""
 FAILED = "failed"
+CALLBACKS = ("installed", "firstboot", "ready")
+"""The phases a host reports itself (and `failed`); fetches never make one of them stale."""
 ALARM = "alarm"
 """A refused secrets fetch: someone else may hold the build's secrets."""
 REARMED = "rearmed"
+LATE_FAILURE = "failed_after_ready"
+"""A `failed` callback after `ready` of the same build: kept, but it changes nothing."""
 WRITE_DELAY = 0.05
 """Seconds the writer waits to batch events into one transaction."""
+WRITE_TIMEOUT = 2.0
+"""Seconds a write waits for the database before giving up (a callback then answers 503)."""
+RETRY_DELAY = 1.0
+"""Seconds between the background writer's tries while the database refuses writes."""
+MAX_PENDING = 100_000
+"""Events kept in memory while the database refuses writes; later ones are dropped."""
 START_PHASES = ("vm_created", "config", "kernel", "initrd")
 """Time to ready counts from the first of these (VM created, else the first boot-file fetch)."""
 
@@ -74,106 +88,291 @@ class Clock:
     mono: Callable[[], float] = time.monotonic
 
 
+class StoreUnavailable(Exception):
+    """The database refused a write that must be stored before it is acknowledged."""
+
+
 class Timeline:
-    """Thread-safe event log and netboot-once flags for every host."""
+    """Thread-safe event log and netboot-once flags for every host.
+
+    Callbacks and rearms are committed before their calls return (and raise StoreUnavailable
+    when they cannot be); every other event (fetches, VM events) waits in memory for a
+    background writer, so no request or TFTP transfer ever waits for the database. Reads see
+    both, and never need a write to succeed.
+    """
 
     def __init__(self, database: Path, clock: Clock | None = None) -> None:
         self.clock = clock or Clock()
         self.run = uuid.uuid4().hex[:12]
-        self._lock = threading.Lock()  # the write connection and the pending list
-        self._read_lock = threading.Lock()
+        self.path = database
         self.changes = 0
         """Counts netboot-state changes made through this object, so caches can tell."""
         self._changed = threading.Condition()
+        self._pending_lock = threading.Lock()  # only list and dict operations under it
         self._pending: list[Event] = []
-        self._db = sqlite3.connect(database, timeout=30, check_same_thread=False)
+        self._listeners: list[Callable[[Event], None]] = []
+        self._pending_ips: dict[str, str] = {}
+        self._once: set[tuple[str, int, str]] = set()
+        # Callbacks the database refused (as received, as reads show them), stored when it can.
+        self._held: list[tuple[Event, Event]] = []
+        self._held_disarms: set[tuple[str, int]] = set()
+        self._overflow_logged = False
+        self._write_lock = threading.Lock()  # the write connection
+        self._db = sqlite3.connect(
+            database, timeout=WRITE_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
-        # WAL with NORMAL stays consistent on a crash; a power cut may lose the last events.
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        # Every commit reaches the disk before the call returns: an answered callback survives
+        # a crash of the process and of the machine.
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        self._db.commit()
-        # Lookups on hot paths (netboot state, boot IPs) read through their own connection,
-        # so a batch being committed never holds up a loader or installer request.
-        self._read = sqlite3.connect(database, timeout=30, check_same_thread=False)
+        self._reads = ThreadConnections(database)
+        self._watch = ChangeWatch(database)
         self._closing = threading.Event()
         self._wake = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="timeline", daemon=True)
         self._writer.start()
 
-    def record(self, host: str, build: int, kind: str, detail: str = "", client: str = "") -> Event:
-        """Append an event. It is written by a background thread within ``WRITE_DELAY``
-        seconds, in order, and every read in this process sees it at once."""
-        event = Event(
+    def _event(self, host: str, build: int, kind: str, detail: str, client: str) -> Event:
+        return Event(
             host, build, kind, detail, client, self.clock.wall(), self.clock.mono(), self.run
         )
+
+    def record(self, host: str, build: int, kind: str, detail: str = "", client: str = "") -> Event:
+        """Append an event. It is written by a background thread within ``WRITE_DELAY``
+        seconds (or once the database takes writes again), in order, and every read in this
+        process sees it at once. Never waits for the database."""
+        event = self._event(host, build, kind, detail, client)
         if self._closing.is_set():
             log.warning("timeline closed: %s %s for %s not recorded", kind, detail[:80], host)
             return event
-        with self._lock:
-            self._pending.append(event)
+        with self._pending_lock:
+            full = len(self._pending) >= MAX_PENDING
+            if not full:
+                self._pending.append(event)
+                self._overflow_logged = False
+            elif not self._overflow_logged:
+                self._overflow_logged = True
+                log.error(
+                    "timeline: %d events wait for the database; new events are dropped until "
+                    "it takes writes again",
+                    len(self._pending),
+                )
         self._wake.set()
-        with self._changed:
-            self._changed.notify_all()
+        self._notify(event)
         return event
 
-    def flush(self) -> None:
-        """Write the pending events now."""
-        with self._lock:
-            self._flush_locked()
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener(event)`` for every event recorded from now on, on the recording
+        thread: it must return at once (queue the work, never do it)."""
+        self._listeners.append(listener)
 
-    def _flush_locked(self) -> None:
-        if not self._pending:
-            return
-        rows = [
-            (e.host, e.build, e.kind, e.detail, e.client, e.wall, e.mono, e.run)
-            for e in self._pending
-        ]
-        with self._db:
-            self._db.executemany(
-                "INSERT INTO events (host, build, kind, detail, client, wall, mono, run) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
+    def record_once(
+        self, host: str, build: int, kind: str, detail: str = "", client: str = ""
+    ) -> Event | None:
+        """Append an event unless this build of the host already has one of that kind."""
+        if any(e.kind == kind for e in self.events(host, build)):
+            return None
+        with self._pending_lock:
+            if (host, build, kind) in self._once:
+                return None
+            self._once.add((host, build, kind))
+        return self.record(host, build, kind, detail, client)
+
+    def record_callback(
+        self, host: str, build: int, kind: str, detail: str = "", client: str = ""
+    ) -> Event | None:
+        """Store a host's callback before returning, with its effect on netboot-once.
+
+        Within one build (since its last rearm) the phase only moves forward: a replay, or a
+        phase the build has already passed, returns None and stores nothing; a ``failed``
+        after ``ready`` is stored as ``failed_after_ready`` and changes nothing else. Raises
+        StoreUnavailable when the database does not take the write; the callback is then
+        held in memory (see ``_hold``) and stored by the background writer when it can be.
+        """
+        event = self._event(host, build, kind, detail, client)
+        try:
+            result = self._transaction(lambda db: self._store_callback(db, event))
+        except StoreUnavailable:
+            self._hold(event)
+            raise
+        self._notify(result)
+        return result
+
+    def _store_callback(self, db: sqlite3.Connection, event: Event) -> Event | None:
+        """Within a write transaction: store a callback as ``callback_effect`` says."""
+        host, build = event.host, event.build
+        row = db.execute("SELECT installed_build FROM netboot WHERE host = ?", (host,)).fetchone()
+        stored_kind, disarm = callback_effect(
+            since_rearm(_select_events(db, host, build)),
+            event.kind,
+            event.detail,
+            disarmed=bool(row and row[0] == build),
+        )
+        if stored_kind is None:
+            return None
+        stored = replace(event, kind=stored_kind)
+        _insert_events(db, [stored])
+        if disarm:
+            db.execute(
+                "INSERT INTO netboot (host, installed_build) VALUES (?, ?) ON CONFLICT(host) "
+                "DO UPDATE SET installed_build = excluded.installed_build",
+                (host, build),
             )
-        # Only once committed: a failed write keeps the events for the next try.
-        del self._pending[: len(rows)]
+            self._count_change()
+        return stored
+
+    def _hold(self, event: Event) -> None:
+        """Keep a callback the database refused: the background writer stores it once it can
+        (the host's retry is then a replay). Its netboot effect applies at once, so a host
+        whose `installed` could not be stored boots locally instead of installing again."""
+        since = since_rearm(self.events(event.host, event.build))
+        shown, disarm = callback_effect(
+            since, event.kind, event.detail, disarmed=self.is_disarmed(event.host, event.build)
+        )
+        if shown is None:  # a replay of what is stored or held already
+            return
+        with self._pending_lock:
+            if any(_same_callback(event, received) for received, _ in self._held):
+                return
+            self._held.append((event, replace(event, kind=shown)))
+            if disarm:
+                self._held_disarms.add((event.host, event.build))
+                self.changes += 1
+        self._wake.set()
+        self._notify(replace(event, kind=shown))  # shown to readers and listeners from now on
+
+    def rearm(self, host: str, build: int | None = None) -> None:
+        """Offer the install again on the next network boot (and, given the build, record
+        the rearm in its timeline) before returning; raises StoreUnavailable."""
+
+        def store(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE netboot SET installed_build = NULL WHERE host = ?", (host,))
+            if build is not None:
+                _insert_events(db, [rearmed])
+
+        rearmed = self._event(host, build or 0, REARMED, "", "")
+        self._transaction(store)
+        self._count_change()
+        self._notify(rearmed if build is not None else None)
+
+    def bind_ip(self, host: str, ip: str) -> None:
+        """Remember the address that fetched the host's boot config (written in the
+        background like fetch events)."""
+        with self._pending_lock:
+            self._pending_ips[host] = ip
+        self._wake.set()
+
+    def flush(self) -> None:
+        """Write the pending events now; raises StoreUnavailable when the database refuses."""
+        with self._pending_lock:
+            if not (self._pending or self._pending_ips or self._held):
+                return
+        self._transaction(lambda db: None)
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """One write transaction: the pending events and addresses first (so the order
+        stays), then ``work``. Gives up after about ``WRITE_TIMEOUT`` seconds."""
+        if not self._write_lock.acquire(timeout=WRITE_TIMEOUT):
+            raise StoreUnavailable(f"{self.path.name} is busy")
+        try:
+            with self._pending_lock:
+                events = list(self._pending)
+                ips = dict(self._pending_ips)
+                held = list(self._held)
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                self._insert_with_held(db, events, [received for received, _ in held])
+                db.executemany(
+                    "INSERT INTO netboot (host, boot_ip) VALUES (?, ?) "
+                    "ON CONFLICT(host) DO UPDATE SET boot_ip = excluded.boot_ip",
+                    ips.items(),
+                )
+                result = work(db)
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(db)
+                raise StoreUnavailable(f"{self.path.name}: {exc}") from exc
+            with self._pending_lock:
+                # Only this writer removes, and only from the front: new events were appended.
+                del self._pending[: len(events)]
+                for host, ip in ips.items():
+                    if self._pending_ips.get(host) == ip:
+                        del self._pending_ips[host]
+                del self._held[: len(held)]
+                self._held_disarms.difference_update((e.host, e.build) for e, _ in held)
+            return result
+        finally:
+            self._write_lock.release()
+
+    def _insert_with_held(
+        self, db: sqlite3.Connection, events: list[Event], held: list[Event]
+    ) -> None:
+        """Insert pending events and store held callbacks, in the order they happened."""
+        batch: list[Event] = []
+        for event in sorted([*events, *held], key=lambda e: e.mono):
+            if event in held:
+                _insert_events(db, batch)
+                batch = []
+                self._store_callback(db, event)
+            else:
+                batch.append(event)
+        _insert_events(db, batch)
 
     def _write_loop(self) -> None:
+        failing = False
         while not self._closing.is_set():
             self._wake.wait()
             self._wake.clear()
             time.sleep(WRITE_DELAY)  # gather a burst of events into one transaction
             try:
                 self.flush()
-            except sqlite3.Error as exc:  # a busy database: keep the events, try again
-                log.warning("timeline: cannot write %d events yet: %s", len(self._pending), exc)
+            except StoreUnavailable as exc:  # keep the events in memory, try again
+                if not failing:
+                    log.error(
+                        "timeline: cannot write to the database (%s); keeping events in memory "
+                        "and retrying every %.0f s",
+                        exc,
+                        RETRY_DELAY,
+                    )
+                failing = True
                 self._wake.set()
-                time.sleep(0.5)
+                self._closing.wait(RETRY_DELAY)
+                continue
+            if failing:
+                log.info("timeline: the database takes writes again; pending events stored")
+                failing = False
+            self._notify()
 
-    def record_once(
-        self, host: str, build: int, kind: str, detail: str = "", client: str = ""
-    ) -> Event | None:
-        """Append an event unless this build of the host already has one of that kind."""
-        with self._lock:
-            self._flush_locked()
-            row = self._db.execute(
-                "SELECT 1 FROM events WHERE host = ? AND build = ? AND kind = ? LIMIT 1",
-                (host, build, kind),
-            ).fetchone()
-        return None if row else self.record(host, build, kind, detail, client)
+    def _count_change(self) -> None:
+        with self._pending_lock:
+            self.changes += 1
+
+    def _notify(self, event: Event | None = None) -> None:
+        """Wake the waiters; a newly recorded event also goes to the listeners."""
+        with self._changed:
+            self._changed.notify_all()
+        if event is None:
+            return
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a listener must never break recording
+                log.exception("timeline listener failed on %s of %s", event.kind, event.host)
 
     def events(self, host: str, build: int | None = None) -> list[Event]:
-        """The host's events (of one build, or all), oldest first."""
-        query = (
-            "SELECT host, build, kind, detail, client, wall, mono, run FROM events WHERE host = ?"
-        )
-        args: tuple[object, ...] = (host,)
-        if build is not None:
-            query += " AND build = ?"
-            args += (build,)
-        with self._lock:
-            self._flush_locked()
-            rows = self._db.execute(query + " ORDER BY id", args).fetchall()
-        return [Event(*row) for row in rows]
+        """The host's events (of one build, or all), oldest first, stored or pending."""
+        with self._pending_lock:
+            pending = [
+                e
+                for e in (*self._pending, *(shown for _, shown in self._held))
+                if e.host == host and (build is None or e.build == build)
+            ]
+        # Pending first: an event committed in between is then in both, never in neither.
+        stored = _select_events(self._reads.get(), host, build)
+        seen = set(stored)
+        return stored + [e for e in pending if e not in seen]
 
     def wait_for(
         self,
@@ -205,56 +404,98 @@ class Timeline:
     def is_disarmed(self, host: str, build: int) -> bool:
         """Whether this build's install ended (`installed`, or `failed` before it) and was not
         rearmed since: its network boot then answers "boot the local disk" (netboot-once)."""
-        with self._read_lock:
-            row = self._read.execute(
-                "SELECT installed_build FROM netboot WHERE host = ?", (host,)
-            ).fetchone()
+        with self._pending_lock:
+            if (host, build) in self._held_disarms:
+                return True
+        row = (
+            self._reads.get()
+            .execute("SELECT installed_build FROM netboot WHERE host = ?", (host,))
+            .fetchone()
+        )
         return bool(row and row[0] == build)
-
-    def disarm(self, host: str, build: int) -> None:
-        """From now on this host boots locally until rearmed."""
-        with self._lock, self._db:
-            self._db.execute(
-                "INSERT INTO netboot (host, installed_build) VALUES (?, ?) "
-                "ON CONFLICT(host) DO UPDATE SET installed_build = excluded.installed_build",
-                (host, build),
-            )
-        self.changes += 1
-
-    def rearm(self, host: str) -> None:
-        """Offer the install again on the next network boot."""
-        with self._lock, self._db:
-            self._db.execute("UPDATE netboot SET installed_build = NULL WHERE host = ?", (host,))
-        self.changes += 1
-
-    def bind_ip(self, host: str, ip: str) -> None:
-        """Remember the address that fetched the host's boot config."""
-        with self._lock, self._db:
-            self._db.execute(
-                "INSERT INTO netboot (host, boot_ip) VALUES (?, ?) "
-                "ON CONFLICT(host) DO UPDATE SET boot_ip = excluded.boot_ip",
-                (host, ip),
-            )
-        self.changes += 1
 
     def boot_ips(self) -> dict[str, str]:
         """Every host's boot-config address, as remembered across restarts."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT host, boot_ip FROM netboot WHERE boot_ip IS NOT NULL"
-            ).fetchall()
-        return dict(rows)
+        rows = (
+            self._reads.get()
+            .execute("SELECT host, boot_ip FROM netboot WHERE boot_ip IS NOT NULL")
+            .fetchall()
+        )
+        with self._pending_lock:
+            return {**dict(rows), **self._pending_ips}
+
+    def version(self) -> tuple[int, int]:
+        """Differs after any netboot change, by this process or another."""
+        return self._watch.version(), self.changes
 
     def close(self) -> None:
         """Write what is pending and close the database."""
         self._closing.set()
         self._wake.set()
         self._writer.join(5)
-        with self._lock:
-            self._flush_locked()
+        try:
+            self.flush()
+        except StoreUnavailable as exc:
+            with self._pending_lock:
+                lost = len(self._pending) + len(self._held)
+            log.error("timeline: %d events could not be stored: %s", lost, exc)
+        with self._write_lock:
             self._db.close()
-        with self._read_lock:
-            self._read.close()
+        self._reads.close()
+        self._watch.close()
+
+
+def since_rearm(events: list[Event]) -> list[Event]:
+    """The events after the last rearm: the current attempt of a build."""
+    rearms = [i for i, e in enumerate(events) if e.kind == REARMED]
+    return events[rearms[-1] + 1 :] if rearms else events
+
+
+def callback_effect(
+    events: list[Event], kind: str, detail: str, *, disarmed: bool
+) -> tuple[str | None, bool]:
+    """What a callback does to a build whose current attempt has ``events``: the kind to
+    store (None for a replay or a phase already passed) and whether to disarm netboot."""
+    reached = max((PHASES.index(e.kind) for e in events if e.kind in CALLBACKS), default=-1)
+    if kind == FAILED:
+        stored = LATE_FAILURE if reached >= PHASES.index("ready") else FAILED
+    elif PHASES.index(kind) < reached:
+        return None, False
+    else:
+        stored = kind
+    if any(e.kind == stored and e.detail == detail for e in events):
+        return None, False
+    return stored, stored == "installed" or (stored == FAILED and not disarmed)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """End a failed transaction; the error that failed it is the one to report."""
+    try:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
+
+
+def _same_callback(a: Event, b: Event) -> bool:
+    return (a.host, a.build, a.kind, a.detail) == (b.host, b.build, b.kind, b.detail)
+
+
+def _select_events(db: sqlite3.Connection, host: str, build: int | None) -> list[Event]:
+    query = "SELECT host, build, kind, detail, client, wall, mono, run FROM events WHERE host = ?"
+    args: tuple[object, ...] = (host,)
+    if build is not None:
+        query += " AND build = ?"
+        args += (build,)
+    return [Event(*row) for row in db.execute(query + " ORDER BY id", args).fetchall()]
+
+
+def _insert_events(db: sqlite3.Connection, events: list[Event]) -> None:
+    db.executemany(
+        "INSERT INTO events (host, build, kind, detail, client, wall, mono, run) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(e.host, e.build, e.kind, e.detail, e.client, e.wall, e.mono, e.run) for e in events],
+    )
 
 
 def duration(start: Event, end: Event) -> float:

@@ -28,7 +28,12 @@ def systemd_quote(value: object) -> str:
 
 @lru_cache(maxsize=8)
 def environment(user_dir: Path | None = None) -> jinja2.Environment:
-    """The template environment: strict about undefined names, keeps trailing newlines."""
+    """The template environment: strict about undefined names, keeps trailing newlines.
+
+    HTML templates (``*.html.j2``) escape every value; the text formats (boot configs,
+    shell, systemd units) are written as they are, quoted by the ``sh`` and ``systemd``
+    filters where they need it.
+    """
     loaders: list[jinja2.BaseLoader] = [jinja2.PackageLoader("photonkick.templates", ".")]
     if user_dir is not None:
         loaders.insert(0, jinja2.FileSystemLoader(str(user_dir)))
@@ -38,7 +43,9 @@ def environment(user_dir: Path | None = None) -> jinja2.Environment:
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
-        autoescape=False,
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html.j2", "html"), default_for_string=False, default=False
+        ),
     )
     env.filters["sh"] = shell_quote
     env.filters["systemd"] = systemd_quote

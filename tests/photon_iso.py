@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +88,10 @@ class PhotonIsoSpec:
     bootable: bool = True
     rpm_size: int = 40_000
     extra: dict[str, bytes] = field(default_factory=dict)
+    initrd_tree: dict[str, bytes] | None = None
+    """Files of a real initrd (newc cpio, compressed as ``initrd_compression``); None: the
+    initrd is opaque bytes."""
+    initrd_compression: str = "gzip"
 
 
 def photon_files(spec: PhotonIsoSpec) -> dict[str, bytes]:
@@ -93,7 +99,9 @@ def photon_files(spec: PhotonIsoSpec) -> dict[str, bytes]:
     files: dict[str, bytes] = {"PHOTON_VMWARE_CD": b"", "EULA.txt": b"license text\n"}
     if spec.kernel:
         files["isolinux/vmlinuz"] = payload("vmlinuz", 12_345)
-    if spec.initrd:
+    if spec.initrd and spec.initrd_tree is not None:
+        files["isolinux/initrd.img"] = build_initrd(spec.initrd_tree, spec.initrd_compression)
+    elif spec.initrd:
         files["isolinux/initrd.img"] = payload("initrd", 54_321)
     files["isolinux/sample_ks.cfg"] = b'{"hostname": "photon-sample"}\n'
     if spec.grub_only:
@@ -123,6 +131,80 @@ def photon_files(spec: PhotonIsoSpec) -> dict[str, bytes]:
         files["RPMS/repodata/0123-primary.xml.gz"] = payload("primary", 3_000)
     files.update(spec.extra)
     return files
+
+
+SITE_PACKAGES = "usr/lib/python3.11/site-packages"
+
+
+def installer_initrd_tree(version: str | None, layout: str = "egg-info") -> dict[str, bytes]:
+    """The files of an installer initrd as the installer's ISO builder leaves them.
+
+    The RPM database is gone (the builder deletes it); the installer package's metadata is
+    there as ``python3 setup.py install`` writes it (``egg-info``: a folder with PKG-INFO),
+    as a wheel install does (``dist-info``: METADATA), or as an old distutils install does
+    (``egg-info-file``: the metadata is the file itself). ``version`` None leaves it out.
+    """
+    tree = {
+        "init": b"mount -t proc proc /proc\n/lib/systemd/systemd\n",
+        "bin/bootphotoninstaller": b"#!/bin/bash\ncd /installer\n",
+        "installer/EULA.txt": b"license\n",
+        "usr/lib/systemd/systemd": payload("systemd", 70_000),
+        f"{SITE_PACKAGES}/photon_installer/__init__.py": b"__version__ = version(__name__)\n",
+        f"{SITE_PACKAGES}/photon_installer/installer.py": payload("installer.py", 30_000),
+        f"{SITE_PACKAGES}/requests-2.28.1-py3.11.egg-info/PKG-INFO": (
+            b"Metadata-Version: 2.1\nName: requests\nVersion: 2.28.1\n"
+        ),
+    }
+    if version is None:
+        return tree
+    metadata = (
+        f"Metadata-Version: 2.1\nName: photon-installer\nVersion: {version}\n"
+        "Summary: Installer code for photon\n\nDescription with Version: 9.9 in the body\n"
+    ).encode()
+    if layout == "egg-info":
+        tree[f"{SITE_PACKAGES}/photon_installer-{version}-py3.11.egg-info/PKG-INFO"] = metadata
+        tree[f"{SITE_PACKAGES}/photon_installer-{version}-py3.11.egg-info/top_level.txt"] = (
+            b"photon_installer\n"
+        )
+    elif layout == "dist-info":
+        tree[f"{SITE_PACKAGES}/photon_installer-{version}.dist-info/METADATA"] = metadata
+    elif layout == "egg-info-file":
+        tree[f"{SITE_PACKAGES}/photon_installer-{version}-py3.11.egg-info"] = metadata
+    else:
+        raise ValueError(layout)
+    return tree
+
+
+COMPRESSORS = {
+    "gzip": ["gzip", "-9", "-n"],
+    "xz": ["xz", "--check=crc32", "-6"],
+    "zstd": ["zstd", "-q", "-19"],
+    "none": ["cat"],
+}
+
+
+def build_initrd(tree: dict[str, bytes], compression: str = "gzip") -> bytes:
+    """A newc cpio of ``tree`` made by the real cpio tool, then compressed.
+
+    Like the installer's builder: ``(find . | cpio -o -H newc --quiet | gzip -9)``.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for rel, data in tree.items():
+            target = root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        names = subprocess.run(["find", "."], cwd=root, check=True, capture_output=True).stdout
+        archive = subprocess.run(
+            ["cpio", "-o", "-H", "newc", "--quiet"],
+            cwd=root,
+            input=names,
+            check=True,
+            capture_output=True,
+        ).stdout
+    return subprocess.run(
+        COMPRESSORS[compression], input=archive, check=True, capture_output=True
+    ).stdout
 
 
 class _Names:
@@ -237,3 +319,32 @@ def stage_photon_tree(root: Path, spec: PhotonIsoSpec | None = None) -> dict[str
     if spec.rpms:
         (root / PRIMARY_LINK[0]).symlink_to(PRIMARY_LINK[1])
     return files
+
+
+# The first 32 bytes syslinux's isohybrid MBR code starts with (xor bp,bp; 30 nops), which
+# is how isohybrid images are recognised; the rest of the 432 bytes of code is not needed
+# to master or read one. Syslinux's own isohdpfx.bin is used when it is installed.
+ISOHYBRID_CODE_START = b"\x33\xed" + b"\x90" * 30
+
+
+def build_isohybrid_iso(tmp_path: Path, *, gpt: bool) -> tuple[Path, dict[str, bytes]]:
+    """A Photon ISO mastered as syslinux-style isohybrid (``-isohybrid-mbr``), with the
+    GPT/EFI partition for the UEFI entry (``-isohybrid-gpt-basdat``) or without."""
+    stage, iso = tmp_path / "stage", tmp_path / "photon.iso"
+    files = stage_photon_tree(stage)
+    mbr = Path("/usr/lib/ISOLINUX/isohdpfx.bin")
+    if not mbr.is_file():
+        mbr = tmp_path / "isohdpfx.bin"
+        mbr.write_bytes(ISOHYBRID_CODE_START.ljust(432, b"\0"))
+    subprocess.run(
+        ["xorriso", "-as", "mkisofs", "-quiet", "-R", "-l", "-D", "-o", str(iso)]
+        + ["-isohybrid-mbr", str(mbr)]
+        + ["-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot"]
+        + ["-boot-load-size", "4", "-boot-info-table"]
+        + ["-eltorito-alt-boot", "-e", "boot/grub2/efiboot.img", "-no-emul-boot"]
+        + (["-isohybrid-gpt-basdat"] if gpt else [])
+        + ["-V", "PHOTON_20250101", str(stage)],
+        check=True,
+        capture_output=True,
+    )
+    return iso, files

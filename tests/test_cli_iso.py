@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from photon_iso import build_photon_iso
+from photon_iso import build_isohybrid_iso, build_photon_iso
 
 SPEC = """
 server: {url: "https://pk.example"}
@@ -89,6 +89,20 @@ def test_remastered_iso_boots_unattended(tmp_path: Path) -> None:
     assert kickstart["hostname"] == "isohost"
     grub = extract(out, "/boot/grub2/grub.cfg", tmp_path).decode()
     assert "ks=cdrom:/isolinux/ks.json" in grub and "photon.media=UUID=$photondisk" in grub
+
+
+@needs_xorriso
+def test_remastering_an_isohybrid_without_gpt_says_it_boots_from_cd_only(tmp_path: Path) -> None:
+    (tmp_path / "lab.yaml").write_text(SPEC)
+    build_isohybrid_iso(tmp_path, gpt=False)
+    result = run(
+        "iso", "lab.yaml", "isohost", "--base", "photon.iso", "-o", "isohost.iso", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "note: the copy boots from a CD/DVD drive only" in result.stderr
+    kickstart = json.loads(extract(tmp_path / "isohost.iso", "/isolinux/ks.json", tmp_path))
+    assert kickstart["hostname"] == "isohost"
 
 
 def test_iso_bad_requests(tmp_path: Path) -> None:

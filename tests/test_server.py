@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from serve_process import curl_tftp
 
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.server.http import create_app
@@ -80,22 +81,7 @@ class Lab:
     def tftp(self, name: str, blksize: int = 512) -> bytes:
         assert self.server
         out = self.root / "tftp.out"
-        out.unlink(missing_ok=True)
-        subprocess.run(
-            [
-                "curl",
-                "-sS",
-                "--fail",
-                "--tftp-blksize",
-                str(blksize),
-                "-o",
-                str(out),
-                f"tftp://127.0.0.1:{self.server.tftp.port}/{name}",
-            ],
-            check=True,
-            timeout=30,
-        )
-        return out.read_bytes()
+        return curl_tftp(self.server.tftp.port, name, out, "--tftp-blksize", str(blksize))
 
     def tftp_hpa(self, name: str) -> bytes:
         assert self.server
@@ -373,6 +359,17 @@ def test_failed_callback_shows_reason_and_caps_the_log(lab: Lab) -> None:
     assert detail.endswith("END") and len(detail) < 70_000
     page = lab.get("/")[1].decode()
     assert 'class="failed" id="host-web01"' in page and "cannot pull reg.example/web:1" in page
+
+
+def test_dashboard_escapes_what_hosts_report(lab: Lab) -> None:
+    path = ks_url(lab.tftp("pxelinux.cfg/01-00-50-56-00-10-01"))
+    base = path.replace("/ks/", "/cb/").removesuffix(".json")
+    hostile = "<script>alert(\"x\")</script> & 'q' <b>"
+    assert lab.post(f"{base}/failed", urllib.parse.urlencode({"reason": hostile}).encode()) == 200
+    page = lab.get("/")[1].decode()
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &#39;q&#39; &lt;b&gt;" in page
+    assert "<script>" not in page and "<b>" not in page
+    assert "&amp;lt;" not in page  # escaped once, not twice
 
 
 def test_broken_spec_keeps_the_last_good_one(lab: Lab, caplog: pytest.LogCaptureFixture) -> None:

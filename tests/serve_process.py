@@ -1,0 +1,150 @@
+"""A real `photonkick serve` process on loopback for fault tests: start, kill -9, restart."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from photonkick.kickstarts.host_secrets import secrets_token
+from photonkick.kickstarts.tokens import host_token
+from photonkick.server.state import SECRET_FILE
+
+START_TIMEOUT = 30.0
+MAC = "00:50:56:00:30:{:02x}"
+
+
+def free_port() -> int:
+    """A TCP port on loopback that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def spec_text(port: int, hosts: int) -> str:
+    """A lab of ``hosts`` PXE hosts named h00, h01, ... served at loopback ``port``."""
+    lines = [f'server: {{url: "http://127.0.0.1:{port}"}}', "hosts:"]
+    lines += [f'  - {{name: h{i:02d}, mac: "{MAC.format(i)}"}}' for i in range(hosts)]
+    return "\n".join(lines) + "\n"
+
+
+def config_name(host: int) -> str:
+    """The pxelinux config file name of host ``host``."""
+    return "pxelinux.cfg/01-" + MAC.format(host).replace(":", "-")
+
+
+class ServeProcess:
+    """`photonkick serve SPEC` with its state and releases in given folders."""
+
+    def __init__(self, root: Path, hosts: int, state: Path, data: Path) -> None:
+        self.root = root
+        self.state = state
+        self.data = data
+        self.port = free_port()
+        self.spec = root / "lab.yaml"
+        self.spec.write_text(spec_text(self.port, hosts))
+        self.log = root / "serve.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.tftp_port = 0
+
+    def command(self) -> list[str]:
+        exe = Path(sys.executable).parent / "photonkick"
+        return [
+            str(exe),
+            "serve",
+            str(self.spec),
+            "--http",
+            f"127.0.0.1:{self.port}",
+            "--tftp",
+            "127.0.0.1:0",
+            "--state",
+            str(self.state),
+            "--data",
+            str(self.data),
+        ]
+
+    def start(self) -> None:
+        """Start and wait until both TFTP and HTTP answer."""
+        out = self.root / "serve.out"
+        with out.open("wb") as stdout, self.log.open("ab") as stderr:
+            self.proc = subprocess.Popen(self.command(), stdout=stdout, stderr=stderr)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            found = re.search(rb"TFTP +127\.0\.0\.1 port (\d+)", out.read_bytes())
+            if found:
+                self.tftp_port = int(found.group(1))
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited {self.proc.returncode}: {self.log_text()}")
+            time.sleep(0.05)
+        raise AssertionError(f"serve did not start: {self.log_text()}")
+
+    def kill9(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM and wait; kill when it does not end."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+
+    def log_text(self) -> str:
+        """Everything serve logged so far."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def token(self, host: str, build: int = 1) -> str:
+        """The host's token, from the state directory's secret."""
+        secret = bytes.fromhex((self.state / SECRET_FILE).read_text().strip())
+        return host_token(secret, host, build)
+
+    def secrets_path(self, host: str, build: int = 1) -> str:
+        """The URL path of the build's one-time secrets."""
+        secret = bytes.fromhex((self.state / SECRET_FILE).read_text().strip())
+        return f"/ks/{host}/{secrets_token(secret, host, build)}/secrets"
+
+    def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP request on a fresh connection: status, headers, body."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, dict(resp.getheaders()), resp.read()
+        finally:
+            conn.close()
+
+    def callback(
+        self, host: str, event: str, body: bytes = b"", build: int = 1
+    ) -> tuple[int, dict[str, str]]:
+        """POST a callback with the token of the host's build: status and headers."""
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        path = f"/cb/{host}/{self.token(host, build)}/{event}"
+        status, got, _ = self.request("POST", path, body, headers)
+        return status, got
+
+    def tftp(self, name: str, source: str = "127.0.0.1") -> bytes:
+        """Fetch a file with curl's TFTP client from address ``source``."""
+        return curl_tftp(self.tftp_port, name, self.root / "tftp.out", "--interface", source)
+
+
+def curl_tftp(port: int, name: str, out: Path, *options: str) -> bytes:
+    """Fetch ``name`` from a TFTP server on loopback ``port`` with curl, through ``out``."""
+    out.unlink(missing_ok=True)
+    url = f"tftp://127.0.0.1:{port}/{name}"
+    subprocess.run(["curl", "-sS", "--fail", *options, "-o", str(out), url], check=True, timeout=30)
+    return out.read_bytes()

@@ -1,0 +1,242 @@
+"""The state store and the timeline under many threads and two processes, and the rules a
+callback follows within one build (the phase only moves forward, a replay is stored once)."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from photonkick.server.state import StateDir
+from photonkick.server.timeline import (
+    FAILED,
+    LATE_FAILURE,
+    REARMED,
+    Event,
+    Timeline,
+    callback_effect,
+)
+
+THREADS = 16
+ROUNDS = 200
+
+
+def run_threads(work: Callable[[int], None], threads: int = THREADS) -> list[BaseException]:
+    """Run ``work(i)`` in ``threads`` threads released at once; the exceptions they raised."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads)
+
+    def body(i: int) -> None:
+        start.wait()
+        try:
+            work(i)
+        except BaseException as exc:  # every failure counts, whatever its type
+            errors.append(exc)
+
+    pool = [threading.Thread(target=body, args=(i,)) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(120)
+    return errors
+
+
+def test_next_build_from_16_threads_loses_nothing(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def work(i: int) -> None:
+        for _ in range(ROUNDS):
+            started = state.next_build("web01").build
+            assert state.build("web01").build >= started
+            assert state.build(f"other{i}").build == 1
+            with lock:
+                seen.append(started)
+
+    errors = run_threads(work)
+    assert errors == []
+    total = THREADS * ROUNDS
+    assert state.build("web01").build == 1 + total
+    # Each call started a build of its own: no two callers were handed the same number.
+    assert sorted(seen) == list(range(2, 2 + total))
+    state.close()
+
+
+def test_next_build_from_two_processes_loses_nothing(tmp_path: Path) -> None:
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom photonkick.server.state import StateDir\n"
+        "s = StateDir(Path(sys.argv[1]))\n"
+        "for _ in range(200): s.next_build('web01')\n"
+    )
+    StateDir(tmp_path).close()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    assert StateDir(tmp_path).build("web01").build == 1 + 2 * 200
+
+
+def test_version_changes_with_a_commit_by_another_connection(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    before = state.version()
+    assert state.version() == before
+    other = StateDir(tmp_path)
+    other.next_build("web01")
+    assert state.version() != before
+    state.close()
+    other.close()
+
+
+def test_timeline_from_16_threads(tmp_path: Path) -> None:
+    """Fetch events, callbacks, rearms and every read at once: no error, nothing lost."""
+    timeline = Timeline(tmp_path / "timeline.db")
+
+    def work(i: int) -> None:
+        host = f"h{i:02d}"
+        for n in range(ROUNDS):
+            timeline.record(host, 1, "config", f"fetch {n}", "192.0.2.1")
+            timeline.bind_ip(host, f"192.0.2.{i}")
+            timeline.record_once("shared", 1, "repo", f"from {host}")
+            if n % 20 == 0:
+                timeline.rearm(host, 1)
+                assert timeline.record_callback(host, 1, "installed") is not None
+                assert timeline.is_disarmed(host, 1)
+                assert timeline.record_callback(host, 1, "installed") is None
+            timeline.events(host, 1)
+            timeline.events("shared")
+            timeline.boot_ips()
+            timeline.version()
+
+    errors = run_threads(work)
+    assert errors == []
+    timeline.close()
+
+    reopened = Timeline(tmp_path / "timeline.db")
+    for i in range(THREADS):
+        kinds = [e.kind for e in reopened.events(f"h{i:02d}", 1)]
+        assert kinds.count("config") == ROUNDS
+        assert kinds.count(REARMED) == ROUNDS // 20
+        assert kinds.count("installed") == ROUNDS // 20  # once per attempt, replays not stored
+        assert reopened.is_disarmed(f"h{i:02d}", 1)
+    assert [e.kind for e in reopened.events("shared")] == ["repo"]
+    assert reopened.boot_ips() == {f"h{i:02d}": f"192.0.2.{i}" for i in range(THREADS)}
+    reopened.close()
+
+
+def test_one_replayed_callback_from_16_threads_is_stored_once(tmp_path: Path) -> None:
+    timeline = Timeline(tmp_path / "timeline.db")
+    stored: list[Event] = []
+
+    def work(i: int) -> None:
+        event = timeline.record_callback("web01", 1, "installed", "", f"192.0.2.{i}")
+        if event is not None:
+            stored.append(event)
+
+    assert run_threads(work) == []
+    assert len(stored) == 1
+    assert [e.kind for e in timeline.events("web01")] == ["installed"]
+    timeline.close()
+
+
+def test_reads_see_pending_events_without_writing(tmp_path: Path) -> None:
+    """Another process holds the write lock: records wait in memory, reads still see them,
+    and they are stored once the lock is gone."""
+    timeline = Timeline(tmp_path / "timeline.db")
+    locker = sqlite3.connect(tmp_path / "timeline.db", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        timeline.record("web01", 1, "config", "pxelinux config", "192.0.2.9")
+        timeline.bind_ip("web01", "192.0.2.9")
+        assert [e.kind for e in timeline.events("web01", 1)] == ["config"]
+        assert timeline.boot_ips() == {"web01": "192.0.2.9"}
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    timeline.flush()
+    fresh = Timeline(tmp_path / "timeline.db")
+    assert [e.kind for e in fresh.events("web01", 1)] == ["config"]
+    assert fresh.boot_ips() == {"web01": "192.0.2.9"}
+    fresh.close()
+    timeline.close()
+
+
+def _events(*kinds: str, detail: str = "") -> list[Event]:
+    return [
+        Event("web01", 1, k, detail, "", float(i), float(i), "run") for i, k in enumerate(kinds)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("before", "kind", "detail", "disarmed", "effect"),
+    [
+        ((), "installed", "", False, ("installed", True)),
+        (("config", "kickstart"), FAILED, "line 9", False, (FAILED, True)),
+        (("installed",), "installed", "", True, (None, False)),
+        (("installed", "firstboot"), "installed", "", True, (None, False)),
+        (("installed", "ready"), "firstboot", "", True, (None, False)),
+        (("installed",), FAILED, "pull failed", True, (FAILED, False)),
+        (("installed", "ready"), FAILED, "late", True, (LATE_FAILURE, False)),
+        (("installed", "firstboot"), "ready", "", True, ("ready", False)),
+    ],
+)
+def test_callback_effect(
+    before: tuple[str, ...],
+    kind: str,
+    detail: str,
+    disarmed: bool,
+    effect: tuple[str | None, bool],
+) -> None:
+    assert callback_effect(_events(*before), kind, detail, disarmed=disarmed) == effect
+
+
+def test_callback_replays_and_late_failures(tmp_path: Path) -> None:
+    timeline = Timeline(tmp_path / "timeline.db")
+    assert timeline.record_callback("web01", 1, FAILED, "line 9 (useradd)") is not None
+    assert timeline.record_callback("web01", 1, FAILED, "line 9 (useradd)") is None
+    assert timeline.is_disarmed("web01", 1)
+    timeline.rearm("web01", 1)
+    assert not timeline.is_disarmed("web01", 1)
+    for kind in ("installed", "installed", "firstboot", "ready", "installed", "firstboot"):
+        timeline.record_callback("web01", 1, kind)
+    late = timeline.record_callback("web01", 1, FAILED, "late")
+    assert late is not None and late.kind == LATE_FAILURE
+    assert timeline.record_callback("web01", 1, FAILED, "late") is None
+    kinds = [e.kind for e in timeline.events("web01", 1)]
+    assert kinds == [FAILED, REARMED, "installed", "firstboot", "ready", LATE_FAILURE]
+    timeline.close()
+
+
+def test_every_thread_sees_a_commit_by_another_process(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    seen_before: list[tuple[int, int]] = []
+    committed = threading.Event()
+    ready = threading.Barrier(THREADS + 1)
+    changed: list[bool] = []
+
+    def work(i: int) -> None:
+        seen_before.append(state.version())
+        ready.wait()
+        committed.wait(30)
+        changed.append(state.version() not in seen_before)
+
+    pool = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
+    for thread in pool:
+        thread.start()
+    ready.wait()
+    script = "import sys\nfrom pathlib import Path\nfrom photonkick.server.state import StateDir\n"
+    script += "StateDir(Path(sys.argv[1])).next_build('web01')\n"
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=60)
+    committed.set()
+    for thread in pool:
+        thread.join(30)
+    assert changed == [True] * THREADS
+    state.close()
