@@ -40,6 +40,7 @@ from tftpy.TftpShared import MIN_BLKSIZE, TftpException
 from photonkick.server.confine import confined_file as confined_file
 from photonkick.server.tftp_worker import (
     ACKED,
+    ENDED,
     READY_WAIT,
     STOPPED,
     TICK,
@@ -450,8 +451,10 @@ class _Entry:
 
     def outcome(self, acked: int, error: str | None) -> TftpTransfer:
         """The record of this transfer for ``on_transfer``; ``ended`` explains a transfer
-        the server ended."""
-        error = error or self.ended
+        the server ended. One that its worker finished first (every block acknowledged, or
+        an error of its own) is reported as it went."""
+        if error == ENDED:
+            error = self.ended or error
         seconds = time.monotonic() - self.started
         return TftpTransfer(self.name, self.client, acked, seconds, error is None, error)
 

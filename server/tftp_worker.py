@@ -52,6 +52,7 @@ _HEADER = struct.Struct("!HH")
 _ERROR = bytes((0, ERROR))
 _monotonic = time.monotonic
 STOPPED = "the server stopped"
+ENDED = "ended by the server"  # the server gives its own reason in place of this one
 
 
 class Transfer:
@@ -246,6 +247,7 @@ class Worker:
                 if kind == RESEND:
                     self._step(transfer, transfer.resend)
                 elif kind == END:
+                    transfer.error = transfer.error or ENDED
                     self._finish(transfer)
 
     def _start(self, message: bytes, fds: list[int]) -> None:

@@ -862,7 +862,9 @@ def test_a_table_full_of_acknowledged_transfers_drops_new_requests(root: Path) -
         running.tftp.stop()
 
 
-def test_caps_stay_exact_with_transfers_on_several_workers(root: Path) -> None:
+def test_caps_stay_exact_with_transfers_on_several_workers(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     running = Server(root, max_transfers=6, max_per_client=2, workers=3)
     running.tftp.start()
     seen: list[dict[str, int]] = []
@@ -891,8 +893,11 @@ def test_caps_stay_exact_with_transfers_on_several_workers(root: Path) -> None:
         sampler.join()
         running.tftp.stop()
     assert results == {i: [BIG, EXACT, MAC_TEXT][i % 3] for i in range(24)}
-    assert max(sum(counts.values()) for counts in seen) == 6  # the global cap was reached
+    assert max(sum(counts.values()) for counts in seen) <= 6
     assert max(max(counts.values(), default=0) for counts in seen) <= 2
+    displaced = [t for t in running.transfers if t.error and "make room" in t.error]
+    dropped = [r for r in caplog.records if r.message.startswith("busy: dropping")]
+    assert displaced or dropped  # the caps were under pressure, not just never reached
     assert running.tftp.open_transfers() == {}  # every slot was given back exactly once
     assert sum(t.ok for t in running.transfers) == 24
 
