@@ -865,7 +865,7 @@ def test_a_table_full_of_acknowledged_transfers_drops_new_requests(root: Path) -
 def test_caps_stay_exact_with_transfers_on_several_workers(
     root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    running = Server(root, max_transfers=6, max_per_client=2, workers=3)
+    running = Server(root, max_transfers=4, max_per_client=2, workers=3)
     running.tftp.start()
     seen: list[dict[str, int]] = []
     sampling = threading.Event()
@@ -873,33 +873,37 @@ def test_caps_stay_exact_with_transfers_on_several_workers(
     def sample() -> None:
         while not sampling.is_set():
             seen.append(running.tftp.open_transfers())
+            time.sleep(0.001)
 
-    results: dict[int, bytes] = {}
+    names = [b"big.img", b"exact.bin", MAC_CONFIG.encode()]  # big.img holds its slot longest
+    results: dict[int, bytes | Exception] = {}
 
     def fetch(i: int) -> None:
-        name = [b"big.img", b"exact.bin", MAC_CONFIG.encode()][i % 3]  # big.img holds a slot
-        results[i] = fetch_asking_again(running.port, name, f"127.0.1.{i % 8}", attempts=20)
+        try:
+            results[i] = fetch_asking_again(running.port, names[i % 3], f"127.0.1.{i % 4}", 60)
+        except Exception as error:  # reported below with the others
+            results[i] = error
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    clients = [threading.Thread(target=fetch, args=(i,)) for i in range(24)]
+    clients = [threading.Thread(target=fetch, args=(i,)) for i in range(12)]
     try:
         for thread in clients:
             thread.start()
         for thread in clients:
-            thread.join(60)
+            thread.join(120)
     finally:
         sampling.set()
         sampler.join()
         running.tftp.stop()
-    assert results == {i: [BIG, EXACT, MAC_TEXT][i % 3] for i in range(24)}
-    assert max(sum(counts.values()) for counts in seen) <= 6
+    assert results == {i: [BIG, EXACT, MAC_TEXT][i % 3] for i in range(12)}
+    assert max(sum(counts.values()) for counts in seen) <= 4
     assert max(max(counts.values(), default=0) for counts in seen) <= 2
     displaced = [t for t in running.transfers if t.error and "make room" in t.error]
     dropped = [r for r in caplog.records if r.message.startswith("busy: dropping")]
     assert displaced or dropped  # the caps were under pressure, not just never reached
     assert running.tftp.open_transfers() == {}  # every slot was given back exactly once
-    assert sum(t.ok for t in running.transfers) == 24
+    assert sum(t.ok for t in running.transfers) == 12
 
 
 def test_a_killed_worker_is_replaced_and_its_transfer_reported(root: Path) -> None:
