@@ -192,14 +192,24 @@ class TftpServer:
         self._stopping.set()
         if not self._threads:
             return
-        self._threads[0].join(STOP_WAIT)
         for worker in self._workers:
-            worker.close()
+            worker.close()  # they end their transfers while the threads stop
+        self._wake_listener()
+        self._threads[0].join(STOP_WAIT)
         self._threads[1].join(STOP_WAIT)
         for worker in self._workers:
             worker.wait(STOP_WAIT)
         for entry in self._table.remaining():
             self._report(entry.outcome(0, STOPPED))
+
+    def _wake_listener(self) -> None:
+        """Send the listener an empty datagram, so that it sees ``_stopping`` at once."""
+        wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+        try:
+            with socket.socket(self._family, socket.SOCK_DGRAM) as sock:
+                sock.sendto(b"", (wildcard.get(self._host, self._host), self._port))
+        except OSError:
+            pass  # it sees ``_stopping`` within ``TICK`` anyway
 
     def worker_pids(self) -> list[int]:
         """The process ids of the worker processes running now."""
@@ -230,6 +240,8 @@ class TftpServer:
             except OSError as error:
                 log.debug("listener: %s", error)
                 continue
+            if self._stopping.is_set():
+                return
             if len(datagram) < 2 or datagram[0] != 0 or datagram[1] not in (RRQ, WRQ):
                 log.debug("ignoring a datagram that is no request from %s", address[:2])
                 continue

@@ -413,6 +413,7 @@ def main() -> None:
     worker = Worker(control)
     control.send(_ID.pack(READY, 0))
     worker.run()
+    os._exit(0)  # everything is closed and reported: skip the interpreter's slow teardown
 
 
 if __name__ == "__main__":
