@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 from photonkick.server.tftp import (
     MAX_PER_CLIENT,
     UNACKNOWLEDGED_RETRIES,
+    WORKER_GONE,
     TftpServer,
     TftpTransfer,
     confined_file,
@@ -199,6 +201,12 @@ def fetch_asking_again(port: int, name: bytes, source: str, attempts: int = 5) -
         finally:
             client.close()
     raise AssertionError(f"{attempts} requests for {name!r} from {source} got no answer")
+
+
+def failed(transfers: list[TftpTransfer]) -> list[TftpTransfer]:
+    """The failed transfers among ``transfers``: transfers on different workers are reported
+    in the order they end, not the order they began."""
+    return [t for t in transfers if not t.ok]
 
 
 def assert_still_serves(server: Server) -> None:
@@ -497,7 +505,7 @@ def test_a_new_request_after_a_lost_last_ack_is_served_at_once(root: Path) -> No
         data, _, _ = client.fetch(rrq(b"pxelinux.0", options=b"blksize\x001468\0"))
         assert data == LOADER
         assert client.peer != old_port
-        first = running.wait_transfers(2)[0]
+        first = failed(running.wait_transfers(2))[0]
         assert (first.filename, first.size) == (MAC_CONFIG, 0)
         assert first.error == "the client sent a new request from the same port"
     finally:
@@ -532,7 +540,8 @@ def test_a_client_restarting_mid_transfer_gets_a_new_transfer(
     old_port, client.peer = client.peer, None
     data, _, _ = client.fetch(rrq(b"pxelinux.0"))
     assert data == LOADER and client.peer != old_port
-    first, second = server.wait_transfers(2)
+    [first] = failed(server.wait_transfers(2))
+    [second] = [t for t in server.transfers if t.ok]
     assert (first.ok, first.size, first.error) == (
         False,
         512,
@@ -601,7 +610,10 @@ def test_stop_ends_transfers_and_frees_the_port(root: Path) -> None:
     running.tftp.stop()
     assert time.monotonic() - started < 1.0
     assert [t.error for t in running.transfers] == ["the server stopped"]
-    assert not [t for t in threading.enumerate() if t.name == "tftp"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("tftp")]
+    for pid in running.tftp.worker_pids():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # exited and reaped
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
         again.bind(("127.0.0.1", port))
     raw.close()
@@ -826,7 +838,7 @@ def test_a_full_table_makes_room_by_ending_unacknowledged_transfers(root: Path) 
     try:
         assert [f.answered() for f in floods] == [4, 4]
         assert fetch_asking_again(running.port, b"pxelinux.0", "127.0.0.3") == LOADER
-        displaced = running.wait_transfers(2)[0]
+        displaced = failed(running.wait_transfers(2))[0]
         assert displaced.error == "never acknowledged, ended to make room for a new request"
         assert displaced.client == "127.0.0.10"
     finally:
@@ -854,4 +866,87 @@ def test_a_table_full_of_acknowledged_transfers_drops_new_requests(root: Path) -
     finally:
         for raw in clients:
             raw.close()
+        running.tftp.stop()
+
+
+def test_caps_stay_exact_with_transfers_on_several_workers(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = Server(root, max_transfers=4, max_per_client=2, workers=3)
+    running.tftp.start()
+    seen: list[dict[str, int]] = []
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            seen.append(running.tftp.open_transfers())
+            time.sleep(0.001)
+
+    names = [b"big.img", b"exact.bin", MAC_CONFIG.encode()]  # big.img holds its slot longest
+    results: dict[int, bytes | Exception] = {}
+
+    def fetch(i: int) -> None:
+        try:
+            results[i] = fetch_asking_again(running.port, names[i % 3], f"127.0.1.{i % 4}", 60)
+        except Exception as error:  # reported below with the others
+            results[i] = error
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    clients = [threading.Thread(target=fetch, args=(i,)) for i in range(12)]
+    try:
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(120)
+    finally:
+        sampling.set()
+        sampler.join()
+        running.tftp.stop()
+    assert results == {i: [BIG, EXACT, MAC_TEXT][i % 3] for i in range(12)}
+    assert max(sum(counts.values()) for counts in seen) <= 4
+    assert max(max(counts.values(), default=0) for counts in seen) <= 2
+    displaced = [t for t in running.transfers if t.error and "make room" in t.error]
+    dropped = [r for r in caplog.records if r.message.startswith("busy: dropping")]
+    assert displaced or dropped  # the caps were under pressure, not just never reached
+    assert running.tftp.open_transfers() == {}  # every slot was given back exactly once
+    assert sum(t.ok for t in running.transfers) == 12
+
+
+def test_a_killed_worker_is_replaced_and_its_transfer_reported(root: Path) -> None:
+    running = Server(root, timeout=30.0, workers=2)
+    running.tftp.start()
+    client = Client(running.port)
+    try:
+        client.send(rrq(b"big.img"))
+        client.recv()
+        pids = running.tftp.worker_pids()
+        os.kill(pids[0], signal.SIGKILL)  # the first transfer went to the first worker
+        [transfer] = running.wait_transfers(1)
+        assert (transfer.ok, transfer.error) == (False, WORKER_GONE)
+        assert running.tftp.open_transfers() == {}
+        for _ in range(4):  # both workers, the new one included, serve
+            assert fetch_asking_again(running.port, b"pxelinux.0", "127.0.0.1") == LOADER
+        fresh = running.tftp.worker_pids()
+        assert fresh[0] != pids[0] and fresh[1] == pids[1]
+    finally:
+        client.close()
+        running.tftp.stop()
+
+
+def test_a_changed_file_is_sent_as_it_is_now(root: Path) -> None:
+    running = Server(root, workers=1)  # one worker: the second fetch would hit its cache
+    running.tftp.start()
+    try:
+        assert fetch_asking_again(running.port, b"exact.bin", "127.0.0.1") == EXACT
+        changed = bytes(reversed(EXACT))  # same size: only the modification time tells
+        (root / "exact.bin").write_bytes(changed)
+        os.utime(root / "exact.bin", ns=(0, time.time_ns() + 1_000_000))
+        assert fetch_asking_again(running.port, b"exact.bin", "127.0.0.1") == changed
+        replacement = root / "exact.new"
+        replacement.write_bytes(EXACT[:700])
+        replacement.replace(root / "exact.bin")
+        assert fetch_asking_again(running.port, b"exact.bin", "127.0.0.1") == EXACT[:700]
+        assert fetch_asking_again(running.port, b"exact.bin", "127.0.0.1") == EXACT[:700]
+    finally:
         running.tftp.stop()

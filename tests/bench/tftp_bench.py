@@ -233,8 +233,11 @@ def main() -> None:
             ("photonkick", False): stack.enter_context(photonkick(root, [], args.clients)),
             ("photonkick", True): stack.enter_context(photonkick(root, PIN, args.clients)),
         }
+        load_before = os.getloadavg()
         figures, failures = measure(ports, root, out, args)
     report(figures, failures, args)
+    shown = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(load_before, os.getloadavg(), strict=True))
+    print(f"load average (1, 5, 15 min) before/after the run: {shown}")
 
 
 def measure(
