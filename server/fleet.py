@@ -26,6 +26,7 @@ from pathlib import Path
 from photonkick.kickstarts.errors import PhotonkickError
 from photonkick.kickstarts.kickstart import build_kickstart, dumps
 from photonkick.kickstarts.spec import Host, Inventory
+from photonkick.server.guestinfo_channel import VM_SETTINGS, watching_guestinfo
 from photonkick.server.iso_build import remaster_iso
 from photonkick.server.state import StateDir
 from photonkick.server.status import host_status
@@ -273,7 +274,16 @@ class Fleet:
             raise
         self.timeline.record(host.name, build, "vm_powered_on")
         self._set(run, "booting")
-        with self._watching_guest(host, vm, run):
+        guestinfo = watching_guestinfo(
+            self.driver,
+            self.timeline,
+            host.name,
+            vm,
+            build,
+            deadline=run.deadline,
+            stop=self.stop.is_set,
+        )
+        with self._watching_guest(host, vm, run), guestinfo:
             self._follow(host, vm, run, since, options.timeout, stopped)
 
     def _existing(self, host: Host, vm: VmHandle, run: HostRun, stopped: Stop) -> None:
@@ -321,7 +331,7 @@ class Fleet:
     def _request(self, host: Host, build: int) -> VmRequest:
         vs = self.inventory.vsphere
         assert vs is not None and host.mac is not None
-        extra: dict[str, str] = {}
+        extra: dict[str, str] = dict(VM_SETTINGS)  # phases through VMware Tools
         iso = None
         if host.boot != "pxe":
             kickstart = dumps(build_kickstart(host, self.inventory, self.state.build(host.name)))
