@@ -26,7 +26,12 @@ from pathlib import Path
 from photonkick.kickstarts.errors import PhotonkickError
 from photonkick.kickstarts.kickstart import build_kickstart, dumps
 from photonkick.kickstarts.spec import Host, Inventory
-from photonkick.server.guestinfo_channel import VM_SETTINGS, watching_guestinfo
+from photonkick.server.guestinfo_channel import (
+    VM_SETTINGS,
+    GuestinfoChannel,
+    wait_closed,
+    watching_guestinfo,
+)
 from photonkick.server.iso_build import remaster_iso
 from photonkick.server.state import StateDir
 from photonkick.server.status import host_status
@@ -123,6 +128,7 @@ class Fleet:
         self._uploads: dict[Path, str] = {}
         self._upload_lock = threading.Lock()
         self._runs_lock = threading.Lock()
+        self._reports: dict[str, GuestinfoChannel] = {}
 
     def hosts(self, names: Sequence[str]) -> list[Host]:
         """The named hosts (all when none are named); an unknown name is an error."""
@@ -139,6 +145,7 @@ class Fleet:
         runs = [HostRun(h.name) for h in hosts]
         queue = list(zip(hosts, runs, strict=True))
         lock = threading.Lock()
+        abandoned: set[str] = set()
 
         def work() -> None:
             while not self.stop.is_set():
@@ -168,6 +175,7 @@ class Fleet:
                             f"no ready after {options.timeout:.0f} s "
                             f"(a vSphere call was still running while {run.phase})",
                         )
+                        abandoned.add(run.name)
                         workers.append(start_worker())
                 if all(r.outcome is not None for r in runs):
                     break
@@ -175,6 +183,15 @@ class Fleet:
             self.stop.set()
         if self.stop.is_set():
             _join_within(workers, STOP_GRACE)
+        else:
+            # A finished host's worker may still be clearing its guestinfo reports.
+            wait_closed(
+                [
+                    self._reports[r.name]
+                    for r in runs
+                    if r.name not in abandoned and r.name in self._reports
+                ]
+            )
         for run in runs:
             self._set(
                 run, run.phase, "stopped", "" if run.phase == "queued" else f"while {run.phase}"
@@ -283,7 +300,8 @@ class Fleet:
             deadline=run.deadline,
             stop=self.stop.is_set,
         )
-        with self._watching_guest(host, vm, run), guestinfo:
+        with self._watching_guest(host, vm, run), guestinfo as reports:
+            self._reports[host.name] = reports
             self._follow(host, vm, run, since, options.timeout, stopped)
 
     def _existing(self, host: Host, vm: VmHandle, run: HostRun, stopped: Stop) -> None:

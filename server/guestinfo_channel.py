@@ -17,13 +17,13 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from photonkick.server.log_safety import escape_controls, redact_tokens
 from photonkick.server.timeline import FAILED, StoreUnavailable, Timeline
-from photonkick.server.vsphere import DriverError, Stop, VmDriver, VmHandle
+from photonkick.server.vsphere import DriverError, DriverTimeout, Stop, VmDriver, VmHandle
 
 log = logging.getLogger("photonkick.server.guestinfo_channel")
 
@@ -37,6 +37,8 @@ MAX_REASON = 200
 VM_SETTINGS = {"isolation.tools.setinfo.disable": "FALSE"}
 """ExtraConfig that lets the guest set guestinfo keys even where a host-wide hardening
 template disables it by default (the keys above are the only ones the scripts set)."""
+REREAD_EVERY = 30.0
+"""Seconds after which a watch with no news starts again (and so reads the keys again)."""
 CLEAR_GRACE = 5.0
 """Seconds the end of a build waits for the keys to be cleared."""
 _VALUE = re.compile(r"([0-9]{1,9})(?: (.*))?", re.DOTALL)
@@ -82,6 +84,8 @@ class GuestinfoChannel:
         self.host = host
         self.build = build
         self._taken: set[GuestReport] = set()
+        self.closed = threading.Event()
+        """Set once the build has ended and its keys were cleared (or could not be)."""
 
     def take(self, values: Mapping[str, str]) -> bool:
         """Record this build's new reports among ``values``; True once the guest has
@@ -138,15 +142,22 @@ def watching_guestinfo(
     done = threading.Event()
 
     def watch() -> None:
-        try:
-            driver.watch_guestinfo(
-                vm,
-                channel.take,
-                timeout=max(0.0, deadline - time.monotonic()),
-                stop=lambda: done.is_set() or stop(),
-            )
-        except DriverError as exc:
-            log.debug("%s: guestinfo no longer followed: %s", vm.name, exc)
+        # Each new watch starts with the keys as they are: restarting it now and then also
+        # reads them afresh, should a host ever change them without telling the collector.
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                driver.watch_guestinfo(
+                    vm,
+                    channel.take,
+                    timeout=min(left, REREAD_EVERY),
+                    stop=lambda: done.is_set() or stop(),
+                )
+                return
+            except DriverTimeout:
+                continue
+            except DriverError as exc:
+                log.debug("%s: guestinfo no longer followed: %s", vm.name, exc)
+                return
 
     watcher = threading.Thread(target=watch, name=f"guestinfo-{vm.name}", daemon=True)
     watcher.start()
@@ -155,6 +166,14 @@ def watching_guestinfo(
     finally:
         done.set()  # the watcher ends at its next wait slice; the keys need not wait for it
         clear_reports(driver, vm, stop=stop)
+        channel.closed.set()
+
+
+def wait_closed(channels: Iterable[GuestinfoChannel], seconds: float = CLEAR_GRACE) -> None:
+    """Wait at most ``seconds`` in all for the channels' builds to end and clear their keys."""
+    end = time.monotonic() + seconds
+    for channel in channels:
+        channel.closed.wait(max(0.0, end - time.monotonic()))
 
 
 def clear_reports(driver: VmDriver, vm: VmHandle, *, stop: Stop) -> None:
