@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from fake_guest import Script
@@ -27,13 +28,15 @@ from photonkick.server.guestinfo_channel import (
     CLIENT,
     KEYS,
     PREFIX,
+    REREAD_EVERY,
     VM_SETTINGS,
     GuestinfoChannel,
     GuestReport,
     parse_reports,
+    watching_guestinfo,
 )
 from photonkick.server.timeline import CALLBACKS, FAILED, Timeline
-from photonkick.server.vsphere import DriverTimeout, VmRequest
+from photonkick.server.vsphere import DriverTimeout, VmDriver, VmHandle, VmRequest
 
 TOOLS_HOSTS = [
     {"name": "gi01", "mac": "00:50:56:00:10:03", "boot": "guestinfo"},
@@ -326,3 +329,44 @@ def test_the_driver_hands_over_each_change_of_the_guestinfo(setup: Setup) -> Non
     assert seen[-1] == {PREFIX + "installed": "1", PREFIX + "ready": "1"}
     with pytest.raises(DriverTimeout):
         driver.watch_guestinfo(vm, lambda values: False, timeout=1)
+
+
+class FakeWatchDriver:
+    """A fake of the two driver calls the channel makes: its first watch runs out of time
+    with no news (as a host that never signals the change would), the second finds `ready`
+    when it starts; it writes down the keys it is asked to clear."""
+
+    def __init__(self) -> None:
+        self.watches: list[float] = []
+        self.cleared: list[tuple[str, ...]] = []
+
+    def watch_guestinfo(
+        self, vm: Any, on_change: Callable[[Mapping[str, str]], bool], *, timeout: float, stop: Any
+    ) -> None:
+        self.watches.append(timeout)
+        if len(self.watches) == 1:
+            raise DriverTimeout("waiting for the guestinfo: timed out")
+        assert on_change({PREFIX + "ready": "1"})
+
+    def clear_guestinfo(self, vm: Any, keys: Any, *, stop: Any = None) -> None:
+        self.cleared.append(tuple(keys))
+
+
+def test_a_watch_without_news_starts_again_and_the_keys_are_cleared_at_the_end(
+    tmp_path: Path,
+) -> None:
+    timeline = Timeline(tmp_path / "timeline.db")
+    driver = FakeWatchDriver()
+    try:
+        deadline = time.monotonic() + 60
+        vm = VmHandle("h", "vm-1")
+        with watching_guestinfo(
+            cast(VmDriver, driver), timeline, "h", vm, 1, deadline=deadline, stop=lambda: False
+        ) as channel:
+            assert timeline.wait_for("h", 1, {"ready"}, since=0, timeout=10) is not None
+            assert not channel.closed.is_set()
+        assert channel.closed.is_set()
+        assert len(driver.watches) == 2 and all(t <= REREAD_EVERY for t in driver.watches)
+        assert driver.cleared == [KEYS]
+    finally:
+        timeline.close()
