@@ -29,6 +29,7 @@ from photonkick.kickstarts.spec import Host, Inventory
 from photonkick.server.guestinfo_channel import (
     VM_SETTINGS,
     GuestinfoChannel,
+    catch_up,
     wait_closed,
     watching_guestinfo,
 )
@@ -308,6 +309,7 @@ class Fleet:
         """A VM that is there already: left alone, except that after-install steps a
         previous run could not finish are finished now."""
         run.build = self.state.build(host.name).build
+        catch_up(self.driver, self.timeline, host.name, vm, run.build)  # reports through Tools
         status = host_status(self.timeline, host, run.build)
         phase = "failed" if status.failed else status.phase
         if self._needs_after_install(host.name, run.build):

@@ -169,6 +169,20 @@ def watching_guestinfo(
         channel.closed.set()
 
 
+def catch_up(driver: VmDriver, timeline: Timeline, host: str, vm: VmHandle, build: int) -> None:
+    """Record what an existing VM's guest reported through Tools while nobody followed it,
+    and clear the keys once the guest has reported the end of its build."""
+    try:
+        values = driver.guestinfo(vm)
+    except DriverError as exc:
+        log.warning("%s: cannot read its guestinfo reports: %s", host, exc)
+        return
+    if not any(key in values for key in KEYS):
+        return
+    if GuestinfoChannel(timeline, host, build).take(values):
+        clear_reports(driver, vm, stop=lambda: False)
+
+
 def wait_closed(channels: Iterable[GuestinfoChannel], seconds: float = CLEAR_GRACE) -> None:
     """Wait at most ``seconds`` in all for the channels' builds to end and clear their keys."""
     end = time.monotonic() + seconds

@@ -114,6 +114,22 @@ def test_a_failure_through_tools_fails_the_host_with_its_reason(setup: Setup) ->
     assert left_in_vsphere(setup, "gi01") == {}
 
 
+def test_the_next_up_records_what_the_guest_reported_while_nobody_followed(
+    setup: Setup,
+) -> None:
+    with setup.guest(Script(channels="guestinfo", default="silent")):
+        runs = setup.fleet().up(["gi01"], UpOptions(timeout=2))
+    assert runs[0].outcome == "timeout"
+    vm = setup.driver.find("gi01")
+    assert vm is not None
+    # Later the guest finishes, reporting through Tools only (as vmtoolsd would set them).
+    setup.driver.set_guestinfo(vm, {PREFIX + "installed": "1", PREFIX + "ready": "1"})
+    again = setup.fleet().up(["gi01"], UpOptions(timeout=10))
+    assert (again[0].outcome, again[0].phase) == ("exists", "ready")
+    assert [kind for kind, _, _ in reported(setup, "gi01")] == ["installed", "ready"]
+    assert left_in_vsphere(setup, "gi01") == {}
+
+
 # -- the channel on its own: what it accepts from a guest, and replays -----------------------
 
 
