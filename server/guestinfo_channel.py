@@ -158,6 +158,9 @@ def watching_guestinfo(
             except DriverError as exc:
                 log.debug("%s: guestinfo no longer followed: %s", vm.name, exc)
                 return
+            except Exception:  # the HTTP channel and the deadline still work without it
+                log.exception("%s: guestinfo no longer followed", vm.name)
+                return
 
     watcher = threading.Thread(target=watch, name=f"guestinfo-{vm.name}", daemon=True)
     watcher.start()
