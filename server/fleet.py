@@ -27,6 +27,13 @@ from typing import Literal
 from photonkick.kickstarts.errors import PhotonkickError
 from photonkick.kickstarts.kickstart import build_kickstart, dumps
 from photonkick.kickstarts.spec import Host, Inventory
+from photonkick.server.guestinfo_channel import (
+    VM_SETTINGS,
+    GuestinfoChannel,
+    catch_up,
+    wait_closed,
+    watching_guestinfo,
+)
 from photonkick.server.iso_build import remaster_iso
 from photonkick.server.state import StateDir
 from photonkick.server.status import host_status
@@ -140,6 +147,7 @@ class Fleet:
         self._uploads: dict[Path, str] = {}
         self._upload_lock = threading.Lock()
         self._runs_lock = threading.Lock()
+        self._reports: dict[str, GuestinfoChannel] = {}
 
     def hosts(self, names: Sequence[str]) -> list[Host]:
         """The named hosts (all when none are named); an unknown name is an error."""
@@ -156,6 +164,7 @@ class Fleet:
         runs = [HostRun(h.name) for h in hosts]
         queue = list(zip(hosts, runs, strict=True))
         lock = threading.Lock()
+        abandoned: set[str] = set()
 
         def work() -> None:
             while not self.stop.is_set():
@@ -185,6 +194,7 @@ class Fleet:
                             f"no ready after {options.timeout:.0f} s "
                             f"(a vSphere call was still running while {run.phase})",
                         )
+                        abandoned.add(run.name)
                         workers.append(start_worker())
                 if all(r.outcome is not None for r in runs):
                     break
@@ -192,6 +202,15 @@ class Fleet:
             self.stop.set()
         if self.stop.is_set():
             _join_within(workers, STOP_GRACE)
+        else:
+            # A finished host's worker may still be clearing its guestinfo reports.
+            wait_closed(
+                [
+                    self._reports[r.name]
+                    for r in runs
+                    if r.name not in abandoned and r.name in self._reports
+                ]
+            )
         for run in runs:
             self._set(
                 run, run.phase, "stopped", "" if run.phase == "queued" else f"while {run.phase}"
@@ -293,13 +312,24 @@ class Fleet:
             raise
         self.timeline.record(host.name, build, "vm_powered_on")
         self._set(run, "booting")
-        with self._watching_guest(host, vm, run):
+        guestinfo = watching_guestinfo(
+            self.driver,
+            self.timeline,
+            host.name,
+            vm,
+            build,
+            deadline=run.deadline,
+            stop=self.stop.is_set,
+        )
+        with self._watching_guest(host, vm, run), guestinfo as reports:
+            self._reports[host.name] = reports
             self._follow(host, vm, run, since, options.timeout, stopped)
 
     def _existing(self, host: Host, vm: VmHandle, run: HostRun, stopped: Stop) -> None:
         """A VM that is there already: left alone, except that after-install steps a
         previous run could not finish are finished now."""
         run.build = self.state.build(host.name).build
+        catch_up(self.driver, self.timeline, host.name, vm, run.build)  # reports through Tools
         status = host_status(self.timeline, host, run.build)
         phase = "failed" if status.failed else status.phase
         if self._needs_after_install(host.name, run.build):
@@ -341,7 +371,7 @@ class Fleet:
     def _request(self, host: Host, build: int) -> VmRequest:
         vs = self.inventory.vsphere
         assert vs is not None and host.mac is not None
-        extra: dict[str, str] = {}
+        extra: dict[str, str] = dict(VM_SETTINGS)  # phases through VMware Tools
         iso = None
         if host.boot != "pxe":
             kickstart = dumps(build_kickstart(host, self.inventory, self.state.build(host.name)))

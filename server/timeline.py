@@ -470,9 +470,15 @@ def callback_effect(
         return None, False
     else:
         stored = kind
-    if any(e.kind == stored and e.detail == detail for e in events):
+    if any(e.kind == stored and _same_report(e.detail, detail) for e in events):
         return None, False
     return stored, stored == "installed" or (stored == FAILED and not disarmed)
+
+
+def _same_report(stored: str, detail: str) -> bool:
+    """Whether two callback details report the same thing: a failure is its reason (the
+    first line); the log tail after it comes over HTTP only, not through VMware Tools."""
+    return stored.split("\n", 1)[0] == detail.split("\n", 1)[0]
 
 
 def _rollback(db: sqlite3.Connection) -> None:

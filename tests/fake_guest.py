@@ -39,12 +39,16 @@ class Script:
     """What the fake guest does per host: ``ready`` (default), ``fail``, ``silent``,
     ``stolen`` (someone at 127.0.0.2 fetches the host's secrets first) or ``installed``
     (reports `installed`, then nothing). ``before_installed(name)`` runs just before a host
-    reports `installed`."""
+    reports `installed`. ``channels`` says how the guest reports its phases: ``http`` (the
+    callbacks), ``guestinfo`` (only ``guestinfo.photonkick.*`` through the simulator, as
+    vmtoolsd would set them; nothing over the network after the kickstart) or ``both``
+    (guestinfo first, then HTTP, as the kickstart's scripts do)."""
 
     default: str = "ready"
     per_host: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     before_installed: Callable[[str], None] | None = None
+    channels: str = "http"
 
     def for_host(self, name: str) -> str:
         return self.per_host.get(name, self.default)
@@ -135,19 +139,31 @@ class FakeGuest:
             kickstart = build_kickstart(host, self.inventory, build_info)
         base = callback_base(url, host.name, token)
         if action == "fail":
-            self._post(f"{base}/failed", b"reason=cannot+pull+nginx%3A1.27")
+            self._report(host.name, build, base, "failed", "cannot pull nginx:1.27", "pull: EOF")
             return
-        refused = self._fetch_secrets(kickstart, stolen=action == "stolen")
-        if refused:
-            self._post(f"{base}/failed", urllib.parse.urlencode({"reason": refused}).encode())
-            return
+        if self.script.channels != "guestinfo":
+            refused = self._fetch_secrets(kickstart, stolen=action == "stolen")
+            if refused:
+                self._report(host.name, build, base, "failed", refused)
+                return
         if self.script.before_installed is not None:
             self.script.before_installed(host.name)
-        self._post(f"{base}/installed")
+        self._report(host.name, build, base, "installed")
         if action == "installed":
             return
-        self._post(f"{base}/firstboot")
-        self._post(f"{base}/ready")
+        self._report(host.name, build, base, "firstboot")
+        self._report(host.name, build, base, "ready")
+
+    def _report(
+        self, name: str, build: int, base: str, phase: str, reason: str = "", log: str = ""
+    ) -> None:
+        """Report a phase through the script's channels (what pk_report does)."""
+        if self.script.channels in ("guestinfo", "both"):
+            value = f"{build} {reason}" if reason else str(build)
+            self._set_extra_config(name, {f"guestinfo.photonkick.{phase}": value})
+        if self.script.channels in ("http", "both"):
+            form = {k: v for k, v in (("reason", reason), ("log", log)) if v}
+            self._post(f"{base}/{phase}", urllib.parse.urlencode(form).encode())
 
     @staticmethod
     def _fetch_secrets(kickstart: dict[str, Any], *, stolen: bool) -> str | None:
@@ -168,6 +184,16 @@ class FakeGuest:
         return None
 
     def _act_as_tools(self, name: str) -> None:
+        self._set_extra_config(
+            name,
+            {
+                "SET.guest.toolsRunningStatus": "guestToolsRunning",
+                "SET.guest.ipAddress": "192.0.2.99",
+            },
+        )
+
+    def _set_extra_config(self, name: str, values: dict[str, str]) -> None:
+        """Set ExtraConfig keys of the VM, from the guest's side of the simulator."""
         with self._lock:
             content = self._si.RetrieveContent()
             view = content.viewManager.CreateContainerView(
@@ -175,12 +201,7 @@ class FakeGuest:
             )
             vms = [vm for vm in view.view if vm.name == name]
             view.Destroy()
-            options = [
-                vim.option.OptionValue(
-                    key="SET.guest.toolsRunningStatus", value="guestToolsRunning"
-                ),
-                vim.option.OptionValue(key="SET.guest.ipAddress", value="192.0.2.99"),
-            ]
+            options = [vim.option.OptionValue(key=k, value=v) for k, v in values.items()]
             for vm in vms:
                 WaitForTask(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(extraConfig=options)))
 

@@ -261,6 +261,28 @@ class FakeDriver:
             time.sleep(0.01)
         return state
 
+    def watch_guestinfo(
+        self,
+        vm: VmHandle,
+        on_change: Callable[[Mapping[str, str]], bool],
+        *,
+        timeout: float,
+        stop: Stop | None = None,
+    ) -> None:
+        self._call("watch_guestinfo", vm.name)
+        end = time.monotonic() + timeout
+        seen: dict[str, str] | None = None
+        while True:
+            now = self.guestinfo(vm)
+            if now != seen and on_change(now):
+                return
+            seen = now
+            if stop is not None and stop():
+                raise DriverError(f"watching {vm.name!r}: stopped")
+            if time.monotonic() >= end:
+                raise DriverTimeout(f"watching {vm.name!r}: no change in {timeout:.0f} s")
+            time.sleep(0.01)
+
     def close(self) -> None:
         self._call("close", "")
         self.closed = True

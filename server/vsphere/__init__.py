@@ -236,6 +236,23 @@ class VmDriver(Protocol):
         """The VM's non-empty ``guestinfo.*`` keys."""
         ...
 
+    def watch_guestinfo(
+        self,
+        vm: VmHandle,
+        on_change: Callable[[Mapping[str, str]], bool],
+        *,
+        timeout: float,
+        stop: Stop | None = None,
+    ) -> None:
+        """Call ``on_change`` with the VM's non-empty ``guestinfo.*`` keys now and after each
+        change the server reports (keys the guest sets through VMware Tools included), until
+        it returns True.
+
+        Raises ``DriverTimeout`` after ``timeout`` seconds, and ``DriverError`` when ``stop``
+        says so (it is asked between waits of at most a second).
+        """
+        ...
+
     def state(self, vm: VmHandle) -> VmState:
         """Power state, VMware Tools, IP address and any pending question, read now."""
         ...

@@ -717,11 +717,26 @@ class PyVmomiDriver:
         """The VM's ``guestinfo.*`` keys with a non-empty value."""
         with _calls(f"reading the guestinfo of {vm.name!r}"):
             options = self._properties(self._vm(vm), ("config.extraConfig",))
-        found: dict[str, str] = {}
-        for option in options.get("config.extraConfig") or ():
-            if str(option.key).startswith(GUESTINFO_PREFIX):
-                found[str(option.key)] = str(option.value)  # a later entry wins
-        return {key: value for key, value in found.items() if value}
+        return _guestinfo(options.get("config.extraConfig"))
+
+    def watch_guestinfo(
+        self,
+        vm: VmHandle,
+        on_change: Callable[[Mapping[str, str]], bool],
+        *,
+        timeout: float,
+        stop: Stop | None = None,
+    ) -> None:
+        """Follow ``config.extraConfig`` with the property collector and hand each new set
+        of non-empty ``guestinfo.*`` keys to ``on_change`` until it returns True."""
+        self._watch(
+            self._vm(vm),
+            ("config.extraConfig",),
+            lambda values: on_change(_guestinfo(values.get("config.extraConfig"))),
+            timeout=timeout,
+            stop=stop,
+            what=f"the guestinfo of {vm.name!r}",
+        )
 
     def _extra_config(
         self, vm: VmHandle, values: Mapping[str, str], what: str, stop: Stop | None
@@ -847,6 +862,15 @@ class PyVmomiDriver:
                     collector.DestroyPropertyCollector()
                 except (vmodl.MethodFault, OSError, http.client.HTTPException) as exc:
                     log.debug("could not destroy a property collector: %s", exc)
+
+
+def _guestinfo(options: Iterable[Any] | None) -> dict[str, str]:
+    """The non-empty ``guestinfo.*`` keys of an ExtraConfig list."""
+    found: dict[str, str] = {}
+    for option in options or ():
+        if str(option.key).startswith(GUESTINFO_PREFIX):
+            found[str(option.key)] = str(option.value)  # a later entry wins
+    return {key: value for key, value in found.items() if value}
 
 
 def _device(devices: Iterable[Any], kind: Any, what: str) -> Any:

@@ -112,3 +112,34 @@ func (d *methodDisabler) PutObject(obj mo.Reference) {
 func (d *methodDisabler) UpdateObject(mo.Reference, []types.PropertyChange) {}
 
 func (d *methodDisabler) RemoveObject(types.ManagedObjectReference) {}
+
+// publishExtraConfig reports each VM's config.extraConfig to property collectors whenever it
+// changes, as a real host does; the simulator stores ExtraConfig edits without telling them.
+// Its edits only ever append, so a longer list is a changed one.
+func publishExtraConfig(interval time.Duration, done <-chan struct{}) {
+	published := map[types.ManagedObjectReference]int{}
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-ticker.C:
+		}
+		for _, entity := range simulator.Map.All("VirtualMachine") {
+			vm, ok := entity.(*simulator.VirtualMachine)
+			if !ok {
+				continue
+			}
+			simulator.Map.WithLock(vm, func() {
+				ref := vm.Reference()
+				if vm.Config == nil || published[ref] == len(vm.Config.ExtraConfig) {
+					return
+				}
+				published[ref] = len(vm.Config.ExtraConfig)
+				extra := append([]types.BaseOptionValue(nil), vm.Config.ExtraConfig...)
+				simulator.Map.Update(vm, []types.PropertyChange{{Name: "config.extraConfig", Val: extra}})
+			})
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/vmware/govmomi/simulator"
 )
@@ -87,6 +88,7 @@ func main() {
 	os.Stdout.Write(append(line, '\n'))
 
 	done := make(chan struct{})
+	go publishExtraConfig(50*time.Millisecond, done)
 	go func() {
 		_, _ = io.Copy(io.Discard, os.Stdin)
 		close(done)
