@@ -136,6 +136,8 @@ class ServerUrls:
     kickstart_after_install: bool = False
     bind_kickstart_to_boot_ip: bool = False
     webhooks: tuple[Webhook, ...] = ()
+    state: Secret | None = None
+    """The shared state store (``postgresql://...``); None keeps state in the state directory."""
 
     @property
     def boot_base(self) -> str:

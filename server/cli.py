@@ -63,7 +63,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     """Write kickstarts, per-MAC boot configs and the loaders under OUT."""
     spec, inventory = load_spec(args)
-    state = state_for(args, spec)
+    state = state_for(args, spec, inventory)
     tree = build_boot_tree(inventory, state.build)
     loaders = loader_files(state.path / "cache")
     for name, path in loaders.items():
@@ -86,7 +86,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if host is None:
         return EXIT_BAD_INPUT
     reveal = args.reveal or args.guestinfo
-    build = state_for(args, spec).build(host.name)
+    build = state_for(args, spec, inventory).build(host.name)
     text = dumps(
         build_kickstart(host, inventory, build, redact=not reveal, embed_secrets=args.reveal)
     )
@@ -135,7 +135,7 @@ def _is_ip(text: str) -> bool:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve kickstarts, boot configs and files over HTTP and TFTP; record host timelines."""
     spec, inventory = load_spec(args)
-    state = state_for(args, spec)
+    state = state_for(args, spec, inventory)
     state.check_writable()  # before anything is served: callbacks must be storable
     data = Path(args.data) if args.data else state.path / "releases"
     http_host, http_port = args.http
@@ -232,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--example", action="store_true", help="use the bundled example")
             sub.add_argument(
                 "--state", metavar="DIR", help="state directory (default: .photonkick/ beside SPEC)"
+            )
+            sub.add_argument(
+                "--state-url",
+                metavar="URL",
+                help="shared state store postgresql://... (default: the spec's server.state)",
             )
         return sub
 

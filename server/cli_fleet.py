@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -37,8 +38,8 @@ def fleet_session(
     spec, inventory = load_spec(args)
     if inventory.vsphere is None:
         raise FleetError(f"{spec} has no vsphere section: say which ESXi host or vCenter to use")
-    state = state_for(args, spec)
-    timeline = Timeline(state.path / "timeline.db")
+    state = state_for(args, spec, inventory)
+    timeline = Timeline(state.store("timeline"), server_id=f"{socket.gethostname()}/up")
     try:
         yield spec, inventory, state, timeline
     finally:

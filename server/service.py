@@ -7,8 +7,8 @@ checked, netboot-once is applied and the timeline is written.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -25,6 +25,9 @@ from photonkick.server.timeline import StoreUnavailable, Timeline
 log = logging.getLogger("photonkick.server")
 MAX_REASON = 2_000
 MAX_LOG_TAIL = 64 * 1024
+LAST_KNOWN_FOR = 900.0
+"""Seconds a host's last known build and netboot state keep answering its boot requests while
+the store cannot be read; after that (and with nothing known) the host boots locally."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,8 @@ class BootService:
         self._snapshot = self._make_snapshot(inventory)
         self._ip_host = {ip: host for host, ip in timeline.boot_ips().items()}
         self._repo_noted: set[tuple[str, int]] = set()
-        self._state_cache: dict[str, tuple[tuple[object, ...] | None, BuildInfo, bool]] = {}
+        # host -> (store versions, build, disarmed, monotonic time read)
+        self._state_cache: dict[str, tuple[tuple[object, ...] | None, BuildInfo, bool, float]] = {}
         self._failing: set[str] = set()
 
     @property
@@ -92,13 +96,15 @@ class BootService:
     def _current(self, host: str) -> tuple[BuildInfo, bool]:
         """The host's build and whether its install ended.
 
-        Cached until the state or timeline database changes: a commit by any process (a
-        `photonkick up` starting a new build) is seen by the next request. When the database
-        cannot be read, the last known answer keeps serving; with none, the host boots locally.
+        Cached until the state or timeline store changes: a commit by any process (a
+        `photonkick up` starting a new build) or, on a shared store, any server is seen by the
+        next request (staleness: see the store's ``version``). When the store cannot be read,
+        the last known answer keeps serving for ``LAST_KNOWN_FOR`` seconds; after that, or
+        with none, the host boots locally.
         """
         try:
             stamp: tuple[object, ...] | None = (self.state.version(), self.timeline.version())
-        except sqlite3.Error:
+        except StoreUnavailable:
             stamp = None
         cached = self._state_cache.get(host)
         if cached is not None and stamp is not None and cached[0] == stamp:
@@ -106,14 +112,14 @@ class BootService:
         try:
             build = self.state.build(host)
             disarmed = self.timeline.is_disarmed(host, build.build)
-        except sqlite3.Error as exc:
-            if cached is None:
+        except StoreUnavailable as exc:
+            if cached is None or time.monotonic() - cached[3] > LAST_KNOWN_FOR:
                 self._log_once(f"read {host}", "cannot read %s's state (%s): local boot", host, exc)
-                return BuildInfo(1, self.state.secret), True
+                return BuildInfo(cached[1].build if cached else 1, self.state.secret), True
             self._log_once(f"read {host}", "cannot read %s's state (%s): last known", host, exc)
             return cached[1], cached[2]
         self._log_recovered(f"read {host}", "%s's state can be read again", host)
-        self._state_cache[host] = (stamp, build, disarmed)
+        self._state_cache[host] = (stamp, build, disarmed, time.monotonic())
         return build, disarmed
 
     def boot_file(self, fmt: BootFormat, mac: str, client: str) -> bytes | None:
