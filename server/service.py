@@ -265,6 +265,7 @@ class BootService:
             self._log_once(key, "%s: %s not stored, answered 503 until it is: %s", name, event, exc)
             raise
         self._log_recovered(key, "%s: %s stored after the database recovered", name, event)
+        self._refresh(name)
         if stored is None:
             log.info("%s: %s again; already recorded", name, event)
         else:
@@ -277,7 +278,14 @@ class BootService:
         if name not in self._snapshot.by_name:
             return False
         self.timeline.rearm(name, self.build(name))
+        self._refresh(name)
         return True
+
+    def _refresh(self, name: str) -> None:
+        """Read a host's state again after this server changed it, so that what it last knew
+        (what it answers from while the store cannot be read) includes the change."""
+        self._state_cache.pop(name, None)
+        self._current(name)
 
     def _log_once(self, key: str, message: str, *args: object) -> None:
         """Log a failure the first time only, not at every retry of it."""
