@@ -187,6 +187,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_OK if all(s.path for s in report) else EXIT_FAILED
 
 
+def cmd_state(args: argparse.Namespace) -> int:
+    """Manage the state store: migrate a state directory into a shared PostgreSQL database."""
+    from photonkick.server.state_migrate import migrate_state
+
+    moved = migrate_state(Path(args.source), args.target)
+    print(f"migrated {args.source} into the database: {moved.summary()}")
+    print("next: point every server at it with server.state in the spec or --state-url")
+    return EXIT_OK
+
+
 def cmd_example(args: argparse.Namespace) -> int:
     """Print the bundled example spec, or write it with its secret file (--out DIR)."""
     password = new_password()
@@ -303,6 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--offline", action="store_true", help="timelines only, no vSphere")
     add_inventory_arguments(verb("inventory", cmd_inventory))
     verb("doctor", cmd_doctor, spec=False).add_argument("--state", metavar="DIR")
+    state = verb("state", cmd_state, spec=False)
+    state_verbs = state.add_subparsers(dest="state_verb", required=True, metavar="ACTION")
+    migrate = state_verbs.add_parser(
+        "migrate", help="copy a state directory's SQLite state into an empty PostgreSQL database"
+    )
+    migrate.add_argument("--from", dest="source", required=True, metavar="DIR")
+    migrate.add_argument("--to", dest="target", required=True, metavar="URL")
     verb("example", cmd_example, spec=False).add_argument(
         "--out",
         metavar="DIR",

@@ -228,7 +228,7 @@ class BootService:
 
     def _first_boot_ip(self, name: str, build: int) -> str | None:
         """The address of this build's first boot-config fetch (later fetches never rebind)."""
-        for event in self.timeline.events(name, build):
+        for event in self.timeline.events(name, build, last_known=True):
             if event.kind == "config" and event.client:
                 return event.client
         return None
