@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from photonkick.kickstarts.errors import PhotonkickError
 from photonkick.server.sqlite_threads import ChangeWatch, ThreadConnections
 from photonkick.server.sqlite_threads import check_writable as check_sqlite_writable
 from photonkick.server.store_schema import SchemaTooNew, migrate_sqlite
@@ -29,8 +30,9 @@ WRITE_TIMEOUT = 2.0
 """Seconds a write waits for the database before giving up (a callback then answers 503)."""
 
 
-class StoreUnavailable(Exception):
-    """The database refused a read or a write; the caller answers 503 or uses what it knew."""
+class StoreUnavailable(PhotonkickError):
+    """The database refused a read or a write; the caller answers 503 or uses what it knew
+    (a command such as `up` reports it as the failure)."""
 
 
 class Transaction(Protocol):

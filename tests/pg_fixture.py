@@ -96,6 +96,18 @@ class PgCluster:
         """pg_ctl stop -m fast: connections are cut at once."""
         self._as_user(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop")
 
+    def kill(self) -> None:
+        """pg_ctl stop -m immediate, whatever state the cluster is in."""
+        self._as_user(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-m",
+            "immediate",
+            "stop",
+            check=False,
+        )
+
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
@@ -133,9 +145,7 @@ def pg_cluster() -> Iterator[PgCluster]:
     try:
         yield cluster
     finally:
-        cluster._as_user(
-            str(bindir / "pg_ctl"), "-D", str(cluster.data), "-m", "immediate", "stop", check=False
-        )
+        cluster.kill()
         shutil.rmtree(folder, ignore_errors=True)
 
 
