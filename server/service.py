@@ -63,6 +63,10 @@ class BootService:
         # host -> (store versions, build, disarmed, monotonic time read)
         self._state_cache: dict[str, tuple[tuple[object, ...] | None, BuildInfo, bool, float]] = {}
         self._failing: set[str] = set()
+        self._stale: set[str] = set()
+        self._stale_wake = threading.Event()
+        self._refresher: threading.Thread | None = None
+        state.on_change(self._changed_elsewhere)
 
     @property
     def inventory(self) -> Inventory:
@@ -282,10 +286,36 @@ class BootService:
         return True
 
     def _refresh(self, name: str) -> None:
-        """Read a host's state again after this server changed it, so that what it last knew
+        """Read a host's state again after it changed, so that what this server last knew
         (what it answers from while the store cannot be read) includes the change."""
-        self._state_cache.pop(name, None)
+        cached = self._state_cache.get(name)
+        if cached is not None:  # read again, but keep it as the last known should that fail
+            self._state_cache[name] = (None, cached[1], cached[2], cached[3])
         self._current(name)
+
+    def _changed_elsewhere(self, host: str) -> None:
+        """A shared store says a host's state changed (``""``: any host's): read it again
+        soon, on a thread of our own, never on the store's."""
+        with self._lock:
+            self._stale.add(host)
+            if self._refresher is None:
+                self._refresher = threading.Thread(
+                    target=self._refresh_loop, name="state-refresh", daemon=True
+                )
+                self._refresher.start()
+        self._stale_wake.set()
+
+    def _refresh_loop(self) -> None:
+        while True:
+            self._stale_wake.wait()
+            self._stale_wake.clear()
+            with self._lock:
+                hosts, self._stale = self._stale, set()
+            if "" in hosts:
+                hosts = set(self._state_cache)
+            for name in hosts:
+                if name in self._snapshot.by_name:
+                    self._refresh(name)
 
     def _log_once(self, key: str, message: str, *args: object) -> None:
         """Log a failure the first time only, not at every retry of it."""

@@ -9,7 +9,13 @@ from pathlib import Path
 from photonkick.kickstarts.errors import PhotonkickError
 from photonkick.kickstarts.kickstart import BuildInfo
 from photonkick.server.store import SECRET_FILE as SECRET_FILE
-from photonkick.server.store import SqliteBackend, StateBackend, Store, StoreUnavailable
+from photonkick.server.store import (
+    ChangeListener,
+    SqliteBackend,
+    StateBackend,
+    Store,
+    StoreUnavailable,
+)
 
 DATABASE_FILE = "state.db"
 TIMELINE_FILE = "timeline.db"
@@ -55,6 +61,11 @@ class StateDir:
         """The store of ``timeline`` or ``secrets`` (closed with this object)."""
         return self.backend.store(name)
 
+    def on_change(self, listener: ChangeListener) -> None:
+        """Call ``listener(host)`` when another server changes a host's build or netboot
+        (shared stores only; it runs on the store's thread and must return at once)."""
+        self.backend.on_change(listener)
+
     def build(self, host: str) -> BuildInfo:
         """The host's current build (1 until it is rebuilt). Raises StoreUnavailable."""
         rows = self._store.read("SELECT build FROM builds WHERE host = ?", (host,))
@@ -69,7 +80,7 @@ class StateDir:
                 "ON CONFLICT(host) DO UPDATE SET build = builds.build + 1 RETURNING build",
                 (host,),
             )
-            db.notify()
+            db.notify(host)
         self.changes += 1
         return BuildInfo(rows[0][0], self.secret)
 

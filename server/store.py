@@ -14,7 +14,7 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,8 +44,9 @@ class Transaction(Protocol):
     def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
         """Run one statement for each row of arguments."""
 
-    def notify(self) -> None:
-        """Tell every server sharing the store, on commit, that builds or netboot changed."""
+    def notify(self, host: str = "") -> None:
+        """Tell every server sharing the store, on commit, that a host's build or netboot
+        changed (every host: ``""``)."""
 
 
 class Store(Protocol):
@@ -71,6 +72,10 @@ class Store(Protocol):
         """Release the store's connections."""
 
 
+ChangeListener = Callable[[str], None]
+"""Called with the host whose build or netboot another server changed (``""``: any host)."""
+
+
 class StateBackend(Protocol):
     """Where the state lives: the token secret and the stores of each component."""
 
@@ -83,6 +88,10 @@ class StateBackend(Protocol):
 
     def store(self, name: str) -> Store:
         """The store of one component: ``state``, ``timeline`` or ``secrets``."""
+
+    def on_change(self, listener: ChangeListener) -> None:
+        """Call ``listener(host)`` (on a thread of the backend's: it must return at once)
+        for each change another server notifies; a backend of one machine never calls it."""
 
     def close(self) -> None:
         """Close every store opened through this backend."""
@@ -171,7 +180,7 @@ class _SqliteTransaction:
     def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
         self._db.executemany(sql, rows)
 
-    def notify(self) -> None:
+    def notify(self, host: str = "") -> None:
         """Nothing to do: ``PRAGMA data_version`` tells the other processes."""
 
 
@@ -206,6 +215,9 @@ class SqliteBackend:
             if name not in self._stores:
                 self._stores[name] = SqliteStore(self.folder / f"{name}.db", name)
             return self._stores[name]
+
+    def on_change(self, listener: ChangeListener) -> None:
+        """Nothing to listen to: the files are on this machine and outlive no server."""
 
     def close(self) -> None:
         """Close every store opened through the backend."""

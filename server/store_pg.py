@@ -27,7 +27,14 @@ from typing import TypeVar
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from photonkick.server.store import WRITE_TIMEOUT, Row, Store, StoreUnavailable, new_secret
+from photonkick.server.store import (
+    WRITE_TIMEOUT,
+    ChangeListener,
+    Row,
+    Store,
+    StoreUnavailable,
+    new_secret,
+)
 from photonkick.server.store_schema import (
     POSTGRESQL_VERSION_TABLE,
     SchemaTooNew,
@@ -79,6 +86,7 @@ class PostgresStore:
         self._generation = 0
         self._listening = threading.Event()
         self._closing = threading.Event()
+        self._listeners: list[ChangeListener] = []
         self._migrate()
         self._listener = threading.Thread(target=self._listen, name="pg-listen", daemon=True)
         self._listener.start()
@@ -144,8 +152,8 @@ class PostgresStore:
                 )
                 tx = _PgTransaction(conn)
                 yield tx
-                if tx.notified:
-                    conn.execute(f"NOTIFY {CHANNEL}")
+                for host in sorted(tx.notified):
+                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, host))
         except psycopg.Error as exc:
             self._forget_if_broken(conn)
             raise StoreUnavailable(f"{self.name}: {_first_line(exc)}") from exc
@@ -156,6 +164,10 @@ class PostgresStore:
             if not self._listening.is_set():
                 self._generation += 1
             return self._generation
+
+    def on_change(self, listener: ChangeListener) -> None:
+        """Call ``listener(host)`` on the listening thread for every notification."""
+        self._listeners.append(listener)
 
     def _bump(self) -> None:
         with self._lock:
@@ -190,8 +202,10 @@ class PostgresStore:
     def _follow(self, conn: psycopg.Connection[Row]) -> None:
         checked = time.monotonic()
         while not self._closing.is_set():
-            for _ in conn.notifies(timeout=0.5):
+            for notification in conn.notifies(timeout=0.5):
                 self._bump()
+                for listener in list(self._listeners):
+                    listener(notification.payload)
             if time.monotonic() - checked >= LIVENESS_INTERVAL:
                 conn.execute("SELECT 1")
                 checked = time.monotonic()
@@ -242,7 +256,7 @@ class PostgresStore:
 class _PgTransaction:
     def __init__(self, conn: psycopg.Connection[Row]) -> None:
         self._conn = conn
-        self.notified = False
+        self.notified: set[str] = set()
 
     def execute(self, sql: str, args: Sequence[object] = ()) -> list[Row]:
         cursor = self._conn.execute(_dialect(sql), args)
@@ -254,8 +268,8 @@ class _PgTransaction:
             with self._conn.cursor() as cursor:
                 cursor.executemany(_dialect(sql), batch)
 
-    def notify(self) -> None:
-        self.notified = True
+    def notify(self, host: str = "") -> None:
+        self.notified.add(host)
 
 
 class PostgresBackend:
@@ -285,6 +299,10 @@ class PostgresBackend:
     def store(self, name: str) -> Store:
         """The one database, whatever the component."""
         return self._store
+
+    def on_change(self, listener: ChangeListener) -> None:
+        """Every notification of a change, by any server (this one too)."""
+        self._store.on_change(listener)
 
     def close(self) -> None:
         """Close the database's connections."""

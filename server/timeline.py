@@ -203,7 +203,7 @@ class Timeline:
                 "DO UPDATE SET installed_build = excluded.installed_build",
                 (host, build),
             )
-            db.notify()
+            db.notify(host)
             self._count_change()
         return stored
 
@@ -233,7 +233,7 @@ class Timeline:
 
         def store(db: Transaction) -> None:
             db.execute("UPDATE netboot SET installed_build = NULL WHERE host = ?", (host,))
-            db.notify()
+            db.notify(host)
             if build is not None:
                 _insert_events(db, [rearmed])
 
