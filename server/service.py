@@ -315,7 +315,10 @@ class BootService:
                 hosts = set(self._state_cache)
             for name in hosts:
                 if name in self._snapshot.by_name:
-                    self._refresh(name)
+                    try:
+                        self._refresh(name)
+                    except Exception:  # the next request reads it again anyway
+                        log.exception("cannot read %s's changed state", name)
 
     def _log_once(self, key: str, message: str, *args: object) -> None:
         """Log a failure the first time only, not at every retry of it."""
