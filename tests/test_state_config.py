@@ -3,6 +3,7 @@ wrong value is a clear error, and the URL's password never reaches a message or 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from photonkick.kickstarts.errors import SpecError
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.tokens import host_token
 from photonkick.server.state import StateDir, StateError
+from photonkick.server.timeline import Timeline
 
 PHOTONKICK = str(Path(sys.executable).parent / "photonkick")
 HOSTS = """
@@ -99,3 +101,23 @@ def test_serve_and_show_share_builds_through_the_spec_state(
     assert done.returncode == 0, done.stderr
     assert f"/cb/web01/{host_token(state.secret, 'web01', 2)}/" in done.stdout
     assert host_token(state.secret, "web01", 1) not in done.stdout
+
+
+def test_inventory_reads_addresses_from_the_shared_state(
+    write_spec: Callable[[str], Path], tmp_path: Path, pg_url: str
+) -> None:
+    spec = write_spec("server:\n  url: http://127.0.0.1:8080\n  state: {env: PK_STATE}\n" + HOSTS)
+    state = StateDir(tmp_path / "server", pg_url)
+    timeline = Timeline(state.store("timeline"), server_id="a")
+    timeline.record("web01", 1, "guest_ip", "192.0.2.44")
+    timeline.close()
+    state.close()
+    done = subprocess.run(
+        [PHOTONKICK, "inventory", str(spec), "--host", "web01", "--state", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PK_STATE": pg_url, "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["ansible_host"] == "192.0.2.44"
