@@ -3,8 +3,10 @@ empty database."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 from photonkick.server.secrets_gate import STORE, Fetch, SecretsLedger
@@ -84,3 +86,31 @@ def test_migrate_refuses_a_folder_that_is_no_state(tmp_path: Path, pg_url: str) 
     assert refused.returncode == 1
     assert f"{tmp_path} is not a photonkick state directory (no secret file)" in refused.stderr
     assert not (tmp_path / "secret").exists()
+
+
+OLD_TIMELINE = """
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    host TEXT NOT NULL, build INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL,
+    client TEXT NOT NULL, wall REAL NOT NULL, mono REAL NOT NULL, run TEXT NOT NULL
+);
+CREATE INDEX events_host ON events (host, build);
+CREATE TABLE netboot (host TEXT PRIMARY KEY, installed_build INTEGER, boot_ip TEXT);
+INSERT INTO events (host, build, kind, detail, client, wall, mono, run)
+    VALUES ('db01', 1, 'installed', '', '192.0.2.7', 1.0, 1.0, 'oldrun');
+INSERT INTO netboot (host, installed_build) VALUES ('db01', 1);
+"""
+
+
+def test_a_timeline_written_before_schema_versions_is_upgraded_in_place(tmp_path: Path) -> None:
+    with closing(sqlite3.connect(tmp_path / "timeline.db")) as db:
+        db.executescript(OLD_TIMELINE)
+    timeline = Timeline(tmp_path / "timeline.db", server_id="new")
+    assert [(e.kind, e.server) for e in timeline.events("db01")] == [("installed", "")]
+    assert timeline.is_disarmed("db01", 1)
+    assert timeline.record_callback("db01", 1, "ready") is not None
+    timeline.close()
+    with closing(sqlite3.connect(tmp_path / "timeline.db")) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        rows = db.execute("SELECT kind, server FROM events ORDER BY id").fetchall()
+    assert rows == [("installed", ""), ("ready", "new")]
