@@ -17,7 +17,7 @@ from photonkick.kickstarts.secrets import Secret
 from photonkick.kickstarts.source import Node
 
 WEBHOOK_EVENTS = tuple(
-    "vm_created config kernel initrd kickstart repo installed local_boot firstboot ready "
+    "vm_created dhcp config kernel initrd kickstart repo installed local_boot firstboot ready "
     "failed rearmed".split()
 )
 """Timeline events a webhook may subscribe to: the timeline's install phases in order, then

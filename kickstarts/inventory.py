@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from photonkick.kickstarts.dhcp_spec import managed_dhcp
 from photonkick.kickstarts.errors import Location, Problem, SpecError
 from photonkick.kickstarts.fields import (
     Field,
@@ -41,7 +43,7 @@ from photonkick.kickstarts.installer import (
 )
 from photonkick.kickstarts.secrets import Secret
 from photonkick.kickstarts.source import Map, Node, Scalar, Seq, load_yaml_file, parse_yaml
-from photonkick.kickstarts.spec import Host, Inventory, Photon, ServerUrls, Vsphere
+from photonkick.kickstarts.spec import Host, Inventory, ManagedDhcp, Photon, ServerUrls, Vsphere
 
 
 def load_inventory(
@@ -97,7 +99,10 @@ def plain_http_url(reader: Reader, node: Node, path: str) -> str:
 
 def server_urls(reader: Reader, node: Node, path: str) -> ServerUrls:
     """The ``server`` section."""
-    return ServerUrls(**read_checked(reader, node, path, SERVER_FIELDS))
+    urls = ServerUrls(**read_checked(reader, node, path, SERVER_FIELDS))
+    if urls.dhcp.at is None:  # no dhcp key: --dhcp problems point at the server section
+        urls = replace(urls, dhcp=replace(urls.dhcp, at=node.loc))
+    return urls
 
 
 def _check_boot_url(reader: Reader, root: Node, server: ServerUrls, hosts: list[Host]) -> None:
@@ -130,6 +135,7 @@ SERVER_FIELDS = {
     "bind_kickstart_to_boot_ip": Field(boolean, False),
     "webhooks": Field(webhooks_parser(http_url), ()),
     "state": Field(state_url),
+    "dhcp": Field(managed_dhcp, ManagedDhcp),
 }
 
 

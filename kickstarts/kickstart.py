@@ -81,7 +81,7 @@ def build_kickstart(
     }
     if host.partitions:
         ks["partitions"] = [_partition(p) for p in host.partitions]
-    if host.boot == "iso":
+    if host.boot in ("iso", "guestinfo"):  # both boot the installer from the CD-ROM
         ks["eject_cdrom"] = True
     ks.update(raw)
     unknown = set(ks) - KNOWN_KEYS[inventory.photon.installer]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from photonkick.kickstarts.errors import Location
 from photonkick.kickstarts.hooks import Webhook
 from photonkick.kickstarts.secrets import Secret
 
@@ -126,6 +127,25 @@ class Photon:
     ``assumed`` (auto with no ISO of the release imported yet)."""
 
 
+DHCP_MODES = ("off", "proxy", "full")
+"""Managed DHCP: none, proxy-DHCP (boot answers only) or a full DHCP server on a lab network."""
+
+
+@dataclass(frozen=True)
+class ManagedDhcp:
+    """``server.dhcp``: whether `photonkick serve` runs dnsmasq, and how.
+
+    ``at`` and ``range_at`` locate the settings in the spec, for problems that only the
+    serving machine can find (an interface that is not there, a range outside its subnet).
+    """
+
+    mode: str = "off"
+    interface: str | None = None
+    range: tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | None = None
+    at: Location | None = field(default=None, compare=False)
+    range_at: Location | None = field(default=None, compare=False)
+
+
 @dataclass(frozen=True)
 class ServerUrls:
     """How installers and installed hosts reach photonkick."""
@@ -138,6 +158,7 @@ class ServerUrls:
     webhooks: tuple[Webhook, ...] = ()
     state: Secret | None = None
     """The shared state store (``postgresql://...``); None keeps state in the state directory."""
+    dhcp: ManagedDhcp = field(default_factory=ManagedDhcp)
 
     @property
     def boot_base(self) -> str:

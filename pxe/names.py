@@ -34,6 +34,10 @@ def ipxe_script(mac: str) -> PurePosixPath:
 
 
 IPXE_CHAIN = PurePosixPath("ipxe") / "boot.ipxe"
+HTTP_LOADERS = ("snponly.efi", "ipxe.efi")
+"""UEFI iPXE loaders also served over HTTP (``ipxe/<name>``), for UEFI HTTP boot."""
+UEFI_HTTP_LOADER = PurePosixPath("ipxe") / "snponly.efi"
+"""What UEFI HTTP boot loads: iPXE on the firmware's NIC driver, which chains IPXE_CHAIN."""
 
 
 def release_base(inventory: Inventory) -> str:

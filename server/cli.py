@@ -17,6 +17,7 @@ from typing import NoReturn
 from photonkick.kickstarts.artifacts import Artifact
 from photonkick.kickstarts.errors import PhotonkickError, SpecError, UsageError
 from photonkick.kickstarts.kickstart import build_kickstart, dumps
+from photonkick.kickstarts.spec import DHCP_MODES
 from photonkick.pxe.dhcp import dhcp_instructions
 from photonkick.pxe.names import TFTP
 from photonkick.pxe.tree import build_boot_tree
@@ -32,6 +33,8 @@ from photonkick.server.cli_common import (
 from photonkick.server.cli_fleet import cmd_down, cmd_rebuild, cmd_status, cmd_up
 from photonkick.server.cli_inventory import add_inventory_arguments, cmd_inventory
 from photonkick.server.cli_iso import cmd_import_iso, cmd_iso, import_command
+from photonkick.server.dhcp import attach_dhcp
+from photonkick.server.dhcp_site import plan_dhcp, with_mode
 from photonkick.server.example import (
     SECRET_NAME,
     SPEC_NAME,
@@ -135,8 +138,10 @@ def _is_ip(text: str) -> bool:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve kickstarts, boot configs and files over HTTP and TFTP; record host timelines."""
     spec, inventory = load_spec(args)
+    inventory = with_mode(inventory, args.dhcp)
     state = state_for(args, spec, inventory)
     state.check_writable()  # before anything is served: callbacks must be storable
+    dhcp_plan = plan_dhcp(inventory, state.path)  # before anything starts
     data = Path(args.data) if args.data else state.path / "releases"
     http_host, http_port = args.http
     tftp_host, tftp_port = args.tftp
@@ -147,6 +152,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except ListenError as exc:
         raise exc.user_error() from None
+    dhcp = attach_dhcp(server, dhcp_plan, inventory) if dhcp_plan else None
 
     def ready() -> None:
         shown = "localhost" if http_host in ("0.0.0.0", "::") else http_host
@@ -161,7 +167,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"  hosts reach it as {inventory.server.url}\n",
             flush=True,
         )
-        print(dhcp_instructions(inventory), flush=True)
+        if dhcp is not None:
+            print(f"  DHCP       {dhcp.summary}\n", flush=True)
+        else:
+            print(dhcp_instructions(inventory), flush=True)
         kernel = data / inventory.photon.release / "isolinux" / "vmlinuz"
         if not kernel.is_file():
             print(
@@ -272,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="falls back to a free high port when 69 cannot be bound",
     )
     serve.add_argument("--data", metavar="DIR", help="imported releases (default: STATE/releases)")
+    serve.add_argument(
+        "--dhcp",
+        choices=DHCP_MODES,
+        help="run dnsmasq: proxy (beside your DHCP server) or full (isolated lab); "
+        "default: server.dhcp.mode, else off",
+    )
     imp = verb("import-iso", cmd_import_iso)
     imp.add_argument("iso", metavar="PHOTON.iso")
     imp.add_argument(

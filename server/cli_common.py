@@ -1,24 +1,41 @@
-"""Helpers shared by the command modules: exit codes, loading the spec, the state dir."""
+"""Helpers shared by the command modules: exit codes, loading the spec, the state dir.
+
+Also the console entry point, ``run()``: this module imports little at load time, so that
+Ctrl-C while the rest of photonkick loads ends the command quietly.
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Callable
-from importlib import resources
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from photonkick.kickstarts.inventory import load_inventory
-from photonkick.kickstarts.spec import Host, Inventory
-from photonkick.kickstarts.warnings import inventory_warnings
-from photonkick.server.release_installer import imported_installers
-from photonkick.server.state import StateDir
+if TYPE_CHECKING:
+    import argparse
+
+    from photonkick.kickstarts.spec import Host, Inventory
+    from photonkick.server.state import StateDir
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+def run(argv: Sequence[str] | None = None) -> int:
+    """The ``photonkick`` command: loads the CLI and runs it; Ctrl-C at any moment, even
+    while the modules load, exits with 130 and one line instead of a traceback."""
+    try:
+        from photonkick.server.cli import main
+
+        return main(argv)
+    except KeyboardInterrupt:
+        print("photonkick: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
 def example_spec() -> Path:
     """The bundled example spec (a small lab of four hosts)."""
+    from importlib import resources
+
     return Path(str(resources.files("photonkick.kickstarts") / "examples" / "lab.yaml"))
 
 
@@ -56,10 +73,16 @@ def state_url(args: argparse.Namespace, inventory: Inventory | None) -> str | No
 
 def state_for(args: argparse.Namespace, spec: Path, inventory: Inventory | None = None) -> StateDir:
     """The state: the state directory, and the shared store when one is configured."""
+    from photonkick.server.state import StateDir
+
     return StateDir(state_path(args, spec), state_url(args, inventory))
 
 
 def load_spec(args: argparse.Namespace) -> tuple[Path, Inventory]:
+    from photonkick.kickstarts.inventory import load_inventory
+    from photonkick.kickstarts.warnings import inventory_warnings
+    from photonkick.server.release_installer import imported_installers
+
     spec = spec_path(args)
     inventory = load_inventory(spec, imported=imported_installers(releases_dir(args, spec)))
     for warning in inventory_warnings(inventory):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,8 +20,15 @@ from photonkick.server.cli_common import (
     load_spec,
     state_for,
 )
-from photonkick.server.fleet import Fleet, FleetError, UpOptions
-from photonkick.server.progress import Progress
+from photonkick.server.fleet import (
+    Fleet,
+    FleetError,
+    FleetInputError,
+    UpOptions,
+    creation_problem,
+    select_hosts,
+)
+from photonkick.server.progress import Progress, quiet_waitress_queue
 from photonkick.server.report import build_report, format_report, report_json
 from photonkick.server.serve import BootServer, listen_for, running_server
 from photonkick.server.state import StateDir
@@ -28,16 +36,42 @@ from photonkick.server.status import host_status
 from photonkick.server.timeline import Timeline
 from photonkick.server.vsphere import Placement, VmDriver
 
+CLOSE_GRACE = 0.5
+"""Seconds logging out of vSphere may take after a stop before `up` leaves without it."""
+
+
+def bad_input_exits_2(command: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """Turn a FleetInputError into one line and exit code 2, and Ctrl-C anywhere (even
+    while starting) into exit code 130 without a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except FleetInputError as exc:
+            print(f"photonkick: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            print("photonkick: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+    run.__doc__ = command.__doc__
+    return run
+
 
 @contextmanager
 def fleet_session(
     args: argparse.Namespace,
 ) -> Iterator[tuple[Path, Inventory, StateDir, Timeline]]:
     """The spec (which must have a vsphere section), its state and timeline; the timeline is
-    closed, and so written out, at the end."""
+    closed, and so written out, at the end. The named hosts are checked before anything
+    else happens."""
     spec, inventory = load_spec(args)
     if inventory.vsphere is None:
-        raise FleetError(f"{spec} has no vsphere section: say which ESXi host or vCenter to use")
+        raise FleetInputError(
+            f"{spec}: vsphere: the spec has no vsphere section: say which ESXi host or "
+            "vCenter to use"
+        )
+    select_hosts(inventory, getattr(args, "names", None) or [])
     state = state_for(args, spec, inventory)
     timeline = Timeline(state.store("timeline"), server_id=f"{socket.gethostname()}/up")
     try:
@@ -61,7 +95,8 @@ def connect_driver(inventory: Inventory, state: StateDir) -> VmDriver:
         port=vs.port,
         placement=placement,
         ca_file=vs.ca_file,
-        pin_dir=state.path / "pins",
+        # insecure: no certificate is checked, so none is pinned either.
+        pin_dir=None if vs.insecure else state.path / "pins",
         insecure=vs.insecure,
     )
 
@@ -81,9 +116,12 @@ def _up(
     timeline: Timeline,
 ) -> int:
     names = args.names
+    wanted = select_hosts(inventory, names)
+    problems = [p for p in (creation_problem(inventory, h) for h in wanted) if p]
+    if problems:
+        raise FleetInputError("; ".join(problems))
     driver = connect_driver(inventory, state)
     server = None
-    wanted = [h for h in inventory.hosts if not names or h.name in names]
     # Every boot method reports back over HTTP, so a boot server must be there.
     if not running_server(inventory):
         if inventory.server.url.startswith("https://"):
@@ -100,6 +138,7 @@ def _up(
                 f"cannot serve {inventory.server.url} here ({exc.strerror}): something else "
                 "holds the port; stop it, or run `photonkick serve` for this spec first"
             ) from exc
+        quiet_waitress_queue()
         server.start()
         timeline = server.timeline  # the same process: events wake the fleet at once
         print(
@@ -115,7 +154,7 @@ def _up(
     finally:
         if server is not None:
             server.stop()
-        close_driver(driver)
+        close_driver(driver, wait=CLOSE_GRACE if fleet.stop.is_set() else None)
     print()
     print(format_report(report))
     out = (
@@ -132,17 +171,24 @@ def _up(
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def close_driver(driver: VmDriver) -> None:
-    close = getattr(driver, "close", None)
-    if close is not None:
-        close()
+def close_driver(driver: VmDriver, wait: float | None = None) -> None:
+    """Log out; with ``wait``, give up waiting after that many seconds (a server that hangs
+    must not hold a stopped `up`)."""
+    if wait is None:
+        driver.close()
+        return
+    closing = threading.Thread(target=driver.close, name="vsphere-logout", daemon=True)
+    closing.start()
+    closing.join(wait)
 
 
+@bad_input_exits_2
 def cmd_up(args: argparse.Namespace) -> int:
     """Create the spec's VMs on ESXi or vCenter, boot them and follow them to ready."""
     return run_up(args, rebuild=args.rebuild)
 
 
+@bad_input_exits_2
 def cmd_rebuild(args: argparse.Namespace) -> int:
     """Destroy and recreate hosts (same name and MAC, new tokens) and follow them to ready."""
     if not args.names:
@@ -151,6 +197,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return run_up(args, rebuild=True)
 
 
+@bad_input_exits_2
 def cmd_down(args: argparse.Namespace) -> int:
     """Power off and delete hosts' VMs (all hosts with --all)."""
     if not args.names and not args.all:
@@ -163,10 +210,11 @@ def cmd_down(args: argparse.Namespace) -> int:
         finally:
             close_driver(driver)
     for run in runs:
-        print(f"{run.name}: {run.outcome}")
-    return EXIT_OK
+        print(f"{run.name}: {run.outcome}" + (f": {run.detail}" if run.detail else ""))
+    return EXIT_FAILED if any(r.outcome == "error" for r in runs) else EXIT_OK
 
 
+@bad_input_exits_2
 def cmd_status(args: argparse.Namespace) -> int:
     """Show each host's VM (power, IP) and its last timeline."""
     with fleet_session(args) as (_, inventory, state, timeline):

@@ -3,17 +3,23 @@
 Each host runs in a worker (at most ``parallel`` at once): create the VM by its boot method,
 power it on, then follow the timeline the boot server writes until ``ready``, ``failed`` or a
 timeout. After ``installed`` the VM is switched to boot from disk and its ISO and guestinfo
-kickstart are removed.
+kickstart are removed; a host whose steps failed fails, and the next `up` finishes them.
+
+Every vSphere task wait asks the host's stop check (Ctrl-C, or its ``--timeout``) between
+short waits, and `up` returns within ``STOP_GRACE`` seconds of a stop even when a call to
+vSphere hangs: that worker is abandoned (its threads are daemons).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
+import re
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,15 +30,52 @@ from photonkick.server.iso_build import remaster_iso
 from photonkick.server.state import StateDir
 from photonkick.server.status import host_status
 from photonkick.server.timeline import FAILED, PHASES, Timeline
-from photonkick.server.vsphere import DriverError, VmDriver, VmHandle, VmRequest
+from photonkick.server.vsphere import DriverError, Stop, VmDriver, VmHandle, VmRequest
 
 log = logging.getLogger("photonkick.server.fleet")
 GUESTINFO_KICKSTART = ("guestinfo.kickstart.data", "guestinfo.kickstart.url")
 DONE = {"ready", "failed"}
+AFTER_INSTALL_DONE = "vm_after_install"
+AFTER_INSTALL_FAILED = "vm_reconfigure_failed"
+STOP_GRACE = 0.5
+"""Seconds `up` waits for its workers after a stop before it returns without them."""
+_HASH_CHUNK = 1 << 20
 
 
 class FleetError(PhotonkickError):
     """A host cannot be brought up as asked (before anything was created for it)."""
+
+
+class FleetInputError(FleetError):
+    """The command line or the spec asks for something impossible (nothing was done)."""
+
+
+def select_hosts(inventory: Inventory, names: Sequence[str]) -> list[Host]:
+    """The named hosts (all when none are named); an unknown name is a FleetInputError."""
+    if not names:
+        return list(inventory.hosts)
+    known = {h.name: h for h in inventory.hosts}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise FleetInputError(
+            f"no such host in {inventory.source}: {', '.join(unknown)} (hosts: {', '.join(known)})"
+        )
+    return [known[n] for n in dict.fromkeys(names)]
+
+
+def creation_problem(inventory: Inventory, host: Host) -> str | None:
+    """What the spec lacks to create this host's VM, naming the spec key; None if nothing."""
+    if host.mac is None:
+        return (
+            f"hosts[{list(inventory.hosts).index(host)}].mac: {host.name} needs a mac "
+            "(00:50:56:00:00:00 to "
+            "00:50:56:3f:ff:ff): its VM's NIC gets that manual address"
+        )
+    vs = inventory.vsphere
+    if host.boot != "pxe" and (vs is None or vs.iso is None or not vs.iso.is_file()):
+        where = vs.iso if vs is not None and vs.iso is not None else "not set"
+        return f"{host.name}: boot: {host.boot} needs vsphere.iso, the Photon ISO file ({where})"
+    return None
 
 
 @dataclass
@@ -45,6 +88,8 @@ class HostRun:
     outcome: str | None = None
     detail: str = ""
     started: float = 0.0
+    deadline: float = 0.0
+    """``time.monotonic()`` at which the host's ``--timeout`` runs out (0: not started)."""
 
 
 @dataclass(frozen=True)
@@ -76,46 +121,67 @@ class Fleet:
         self._on_change = on_change or (lambda run: None)
         self._uploads: dict[Path, str] = {}
         self._upload_lock = threading.Lock()
+        self._runs_lock = threading.Lock()
 
     def hosts(self, names: Sequence[str]) -> list[Host]:
         """The named hosts (all when none are named); an unknown name is an error."""
-        if not names:
-            return list(self.inventory.hosts)
-        known = {h.name: h for h in self.inventory.hosts}
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise FleetError(f"no such host in {self.inventory.source}: {', '.join(unknown)}")
-        return [known[n] for n in dict.fromkeys(names)]
+        return select_hosts(self.inventory, names)
 
     def up(self, names: Sequence[str], options: UpOptions) -> list[HostRun]:
-        """Bring the hosts up; returns each host's run, in spec order."""
+        """Bring the hosts up; returns each host's run, in spec order.
+
+        After a stop (Ctrl-C here, or ``self.stop`` set) hosts not started yet are left
+        alone, running ones end at their next check, and this returns within
+        ``STOP_GRACE`` seconds; a host still inside a vSphere call then counts as stopped.
+        """
         hosts = self.hosts(names)
         runs = [HostRun(h.name) for h in hosts]
-        with ThreadPoolExecutor(max_workers=max(1, options.parallel)) as pool:
-            futures = [
-                pool.submit(self._up_one, h, r, options) for h, r in zip(hosts, runs, strict=True)
-            ]
-            try:
-                wait(futures)
-            except KeyboardInterrupt:
-                # Ctrl-C: hosts not started yet are left alone; running ones stop at their
-                # next step. Further Ctrl-C only repeat the request.
-                self.stop.set()
-                for future in futures:
-                    future.cancel()
-                while True:
-                    try:
-                        wait(futures)
-                        break
-                    except KeyboardInterrupt:
-                        continue
+        queue = list(zip(hosts, runs, strict=True))
+        lock = threading.Lock()
+
+        def work() -> None:
+            while not self.stop.is_set():
+                with lock:
+                    if not queue:
+                        return
+                    host, run = queue.pop(0)
+                self._up_one(host, run, options)
+
+        def start_worker() -> threading.Thread:
+            worker = threading.Thread(target=work, name="up-worker", daemon=True)
+            worker.start()
+            return worker
+
+        workers = [start_worker() for _ in range(max(1, min(options.parallel, len(hosts))))]
+        try:
+            while not self.stop.is_set() and any(w.is_alive() for w in workers):
+                time.sleep(0.1)
+                for run in runs:
+                    if run.outcome is None and 0 < run.deadline < time.monotonic() - STOP_GRACE:
+                        # Its worker hangs in a vSphere call: report the host, and let a
+                        # new worker take its place in the queue.
+                        self._set(
+                            run,
+                            run.phase,
+                            "timeout",
+                            f"no ready after {options.timeout:.0f} s "
+                            f"(a vSphere call was still running while {run.phase})",
+                        )
+                        workers.append(start_worker())
+                if all(r.outcome is not None for r in runs):
+                    break
+        except KeyboardInterrupt:
+            self.stop.set()
+        if self.stop.is_set():
+            _join_within(workers, STOP_GRACE)
         for run in runs:
-            if run.outcome is None:
-                run.outcome = "stopped"
+            self._set(
+                run, run.phase, "stopped", "" if run.phase == "queued" else f"while {run.phase}"
+            )
         return runs
 
     def down(self, names: Sequence[str]) -> list[HostRun]:
-        """Power off and delete the hosts' VMs."""
+        """Power off and delete the hosts' VMs and their per-build ISOs."""
         runs = []
         for host in self.hosts(names):
             run = HostRun(host.name, self.state.build(host.name).build)
@@ -127,6 +193,7 @@ class Fleet:
                     self.driver.destroy(vm)
                     self.timeline.record(host.name, run.build, "vm_destroyed")
                     run.outcome = "destroyed"
+                self._remove_host_isos(host, keep=None)
             except DriverError as exc:
                 run.outcome, run.detail = "error", str(exc)
             runs.append(run)
@@ -135,35 +202,45 @@ class Fleet:
     # -- one host --------------------------------------------------------------------------
 
     def _set(self, run: HostRun, phase: str, outcome: str | None = None, detail: str = "") -> None:
-        run.phase = phase
-        if outcome is not None:
+        """Show a host's progress; its first outcome is final (a worker that comes back
+        from a hung call after its host was reported does not change the report)."""
+        with self._runs_lock:
+            if run.outcome is not None:
+                return
+            run.phase = phase
             run.outcome = outcome
-        if detail:
-            run.detail = detail
+            if detail:
+                run.detail = detail
         self._on_change(run)
 
     def _up_one(self, host: Host, run: HostRun, options: UpOptions) -> None:
         run.started = time.time()
+        deadline = run.deadline = time.monotonic() + options.timeout
+
+        def stopped() -> bool:
+            return self.stop.is_set() or time.monotonic() >= deadline
+
         try:
-            self._bring_up(host, run, options)
+            self._bring_up(host, run, options, stopped)
         except (DriverError, PhotonkickError) as exc:
-            self._set(run, run.phase, "error", str(exc))
+            if self.stop.is_set():
+                self._set(run, run.phase, "stopped", f"while {run.phase}")
+            elif stopped():
+                self._set(run, run.phase, "timeout", f"no ready after {options.timeout:.0f} s")
+            else:
+                self._set(run, run.phase, "error", str(exc))
         except Exception as exc:  # one host's surprise must not take the fleet down
             log.exception("%s: unexpected error", host.name)
             self._set(run, run.phase, "error", f"{type(exc).__name__}: {exc}")
 
-    def _bring_up(self, host: Host, run: HostRun, options: UpOptions) -> None:
+    def _bring_up(self, host: Host, run: HostRun, options: UpOptions, stopped: Stop) -> None:
         self._check_can_create(host)
         if self.stop.is_set():
             self._set(run, "stopped", "stopped")
             return
         existing = self.driver.find(host.name)
         if existing is not None and not options.rebuild:
-            run.build = self.state.build(host.name).build
-            status = host_status(self.timeline, host, run.build)
-            phase = "failed" if status.failed else status.phase
-            note = "" if phase == "ready" else f" (build {run.build}: {phase})"
-            self._set(run, phase, "exists", f"the VM exists{note}; --rebuild replaces it")
+            self._existing(host, existing, run, stopped)
             return
         # Everything that can fail before the VM exists (remaster, upload) runs before an
         # old VM is destroyed.
@@ -175,26 +252,60 @@ class Fleet:
                 self._set(run, "stopped", "stopped")
                 return
             self._set(run, "destroying")
-            self.driver.destroy(existing)
+            self.driver.destroy(existing, stop=stopped)
             self.timeline.record(host.name, build, "vm_destroyed")
         if self.stop.is_set():
             self._set(run, "stopped", "stopped")
             return
         self._set(run, "creating")
-        vm = self.driver.create(request)
+        vm = self.driver.create(request, stop=stopped)
         self.timeline.record(host.name, build, "vm_created", vm.ref)
+        self._remove_host_isos(host, keep=build)
         if self.stop.is_set():
             self._set(run, "created", "stopped", "created, not powered on")
             return
         since = time.time()
         try:
-            self.driver.power_on(vm)
+            self.driver.power_on(vm, stop=stopped)
         except DriverError as exc:
-            self.timeline.record(host.name, build, FAILED, f"power on failed: {exc}")
+            if not stopped():
+                self.timeline.record(host.name, build, FAILED, f"power on failed: {exc}")
             raise
         self.timeline.record(host.name, build, "vm_powered_on")
         self._set(run, "booting")
-        self._follow(host, vm, run, since, options.timeout)
+        with self._watching_guest(host, vm, run):
+            self._follow(host, vm, run, since, options.timeout, stopped)
+
+    def _existing(self, host: Host, vm: VmHandle, run: HostRun, stopped: Stop) -> None:
+        """A VM that is there already: left alone, except that after-install steps a
+        previous run could not finish are finished now."""
+        run.build = self.state.build(host.name).build
+        status = host_status(self.timeline, host, run.build)
+        phase = "failed" if status.failed else status.phase
+        if self._needs_after_install(host.name, run.build):
+            self._set(run, "after install")
+            problem = self._after_install(host, vm, run, stopped)
+            if problem:
+                self._set(run, phase, "failed", problem)
+                return
+            note = "" if phase == "ready" else f" (build {run.build}: {phase})"
+            self._set(
+                run, phase, "exists", f"the VM exists{note}; finished its after-install steps"
+            )
+            return
+        note = "" if phase == "ready" else f" (build {run.build}: {phase})"
+        self._set(run, phase, "exists", f"the VM exists{note}; --rebuild replaces it")
+
+    def _needs_after_install(self, name: str, build: int) -> bool:
+        """Whether this build reported `installed` and its after-install steps did not all
+        succeed since."""
+        pending = False
+        for event in self.timeline.events(name, build):
+            if event.kind == "installed":
+                pending = True
+            elif event.kind == AFTER_INSTALL_DONE:
+                pending = False
+        return pending
 
     def _new_build(self, name: str) -> int:
         """A new VM is a new build (new token), unless build 1 was never used."""
@@ -215,7 +326,7 @@ class Fleet:
         if host.boot != "pxe":
             kickstart = dumps(build_kickstart(host, self.inventory, self.state.build(host.name)))
             if host.boot == "guestinfo":
-                iso = self._upload_once(self._base_iso(host))
+                iso = self._stock_iso(self._base_iso(host))
                 extra["guestinfo.kickstart.data"] = base64.b64encode(kickstart.encode()).decode()
             else:
                 iso = self._host_iso(host, kickstart.encode(), build)
@@ -235,106 +346,195 @@ class Fleet:
 
     def _check_can_create(self, host: Host) -> None:
         """Refuse before anything is destroyed or created when the spec lacks something."""
-        if host.mac is None:
-            raise FleetError(
-                f"{host.name}: give it a mac (00:50:56:00:00:00 to "
-                "00:50:56:3f:ff:ff): its VM's NIC gets that manual address"
-            )
-        if host.boot != "pxe":
-            self._base_iso(host)
+        problem = creation_problem(self.inventory, host)
+        if problem:
+            raise FleetInputError(problem)
 
     def _base_iso(self, host: Host) -> Path:
+        self._check_can_create(host)
         vs = self.inventory.vsphere
-        assert vs is not None
-        if vs.iso is None or not vs.iso.is_file():
-            raise FleetError(
-                f"{host.name}: boot: {host.boot} needs vsphere.iso, the Photon ISO "
-                f"file ({vs.iso or 'not set'})"
-            )
+        assert vs is not None and vs.iso is not None
         return vs.iso
 
+    # -- ISOs ------------------------------------------------------------------------------
+
     def _host_iso(self, host: Host, kickstart: bytes, build: int) -> str:
-        """Remaster the Photon ISO for this host and upload it."""
-        local = self.state.path / "iso" / f"{host.name}-build{build}.iso"
-        local.parent.mkdir(parents=True, exist_ok=True)
+        """Remaster the Photon ISO for this host and upload it; older local builds go."""
+        folder = self.state.path / "iso"
+        local = folder / f"{host.name}-build{build}.iso"
+        folder.mkdir(parents=True, exist_ok=True)
         remaster_iso(self._base_iso(host), kickstart, local)
+        for old in folder.glob(f"{host.name}-build*.iso"):
+            if _iso_build(old.name, host.name) not in (None, build):
+                old.unlink(missing_ok=True)
         vs = self.inventory.vsphere
         assert vs is not None
         return self.driver.upload(
             local,
-            f"{vs.iso_folder}/{host.name}-build{build}.iso",
+            f"{vs.iso_folder}/{local.name}",
             datastore=host.vm.datastore or vs.datastore,
         )
 
-    def _upload_once(self, local: Path) -> str:
+    def _remove_host_isos(self, host: Host, keep: int | None) -> None:
+        """Delete the host's per-build ISOs on the datastore, except build ``keep``'s
+        (their VMs are gone); a failure is logged, not fatal."""
         vs = self.inventory.vsphere
         assert vs is not None
-        with self._upload_lock:
-            if local not in self._uploads:
-                self._uploads[local] = self.driver.upload(
-                    local, f"{vs.iso_folder}/{local.name}", datastore=vs.datastore
-                )
-            return self._uploads[local]
+        datastore = host.vm.datastore or vs.datastore
+        try:
+            found = self.driver.list_files(
+                vs.iso_folder, f"{host.name}-build*.iso", datastore=datastore
+            )
+            for name in sorted(found):
+                if _iso_build(name, host.name) not in (None, keep):
+                    self.driver.delete_file(f"{vs.iso_folder}/{name}", datastore=datastore)
+        except DriverError as exc:
+            log.warning("%s: old ISOs stay on the datastore: %s", host.name, exc)
+        if keep is None:
+            for old in (self.state.path / "iso").glob(f"{host.name}-build*.iso"):
+                if _iso_build(old.name, host.name) is not None:
+                    old.unlink(missing_ok=True)
 
-    def _follow(self, host: Host, vm: VmHandle, run: HostRun, since: float, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    def _stock_iso(self, local: Path) -> str:
+        """The stock Photon ISO on the datastore: uploaded once, then reused while its size
+        and the SHA-256 in the ``.sha256`` file beside it match the local file."""
+        vs = self.inventory.vsphere
+        assert vs is not None
+        remote = f"{vs.iso_folder}/{local.name}"
+        with self._upload_lock:
+            if local in self._uploads:
+                return self._uploads[local]
+            size, digest = self._local_sha256(local)
+            stamp = f"{digest}  {size}\n".encode()
+            sidecar = f"{remote}.sha256"
+            there = self.driver.list_files(vs.iso_folder, local.name, datastore=vs.datastore)
+            if (
+                there.get(local.name) == size
+                and self.driver.read_file(sidecar, datastore=vs.datastore) == stamp
+            ):
+                target = self.driver.datastore_path(remote, datastore=vs.datastore)
+                log.info("%s is on the datastore already as %s", local, target)
+            else:
+                self.driver.delete_file(sidecar, datastore=vs.datastore)
+                target = self.driver.upload(local, remote, datastore=vs.datastore)
+                self.driver.write_file(stamp, sidecar, datastore=vs.datastore)
+            self._uploads[local] = target
+            return target
+
+    def _local_sha256(self, local: Path) -> tuple[int, str]:
+        """Size and SHA-256 of a local file, hashed again only when its size or mtime
+        changed (the last result is kept in ``<state>/iso/<name>.sha256``)."""
+        stat = local.stat()
+        key = f"{stat.st_size} {stat.st_mtime_ns}"
+        cache = self.state.path / "iso" / f"{local.name}.sha256"
+        try:
+            cached_key, digest = cache.read_text().rsplit(" ", 1)
+            if cached_key == key and re.fullmatch(r"[0-9a-f]{64}", digest.strip()):
+                return stat.st_size, digest.strip()
+        except (OSError, ValueError):
+            pass
+        sha = hashlib.sha256()
+        with local.open("rb") as f:
+            while chunk := f.read(_HASH_CHUNK):
+                sha.update(chunk)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(f"{key} {sha.hexdigest()}\n")
+        return stat.st_size, sha.hexdigest()
+
+    # -- following -------------------------------------------------------------------------
+
+    @contextmanager
+    def _watching_guest(self, host: Host, vm: VmHandle, run: HostRun) -> Iterator[None]:
+        """Record the guest's IP in the background while the block runs."""
         done = threading.Event()
         guest = threading.Thread(
             target=self._watch_guest,
-            args=(host, vm, run.build, deadline, done),
+            args=(host, vm, run.build, run.deadline, done),
             name=f"guest-{host.name}",
             daemon=True,
         )
         guest.start()
         try:
-            self._follow_timeline(host, vm, run, since, timeout, deadline)
+            yield
         finally:
             done.set()
-            guest.join(5)
+            guest.join(STOP_GRACE)
 
-    def _follow_timeline(
-        self, host: Host, vm: VmHandle, run: HostRun, since: float, timeout: float, deadline: float
+    def _follow(
+        self, host: Host, vm: VmHandle, run: HostRun, since: float, timeout: float, stopped: Stop
     ) -> None:
+        """Follow the timeline to ready, failed, the host's deadline or a stop."""
         seen: set[str] = set()
         kinds = (set(PHASES) - {"vm_created"}) | {FAILED}
+        problem = ""
         while True:
             event = self.timeline.wait_for(
                 host.name,
                 run.build,
                 kinds - seen,
                 since=since,
-                timeout=max(0.0, deadline - time.monotonic()),
+                timeout=max(0.0, run.deadline - time.monotonic()),
                 stop=self.stop,
             )
-            if event is None:
+            if event is None or stopped():
                 outcome = "stopped" if self.stop.is_set() else "timeout"
                 detail = f"no ready after {timeout:.0f} s" if outcome == "timeout" else ""
-                self._set(run, run.phase, outcome, detail)
+                self._set(run, run.phase, outcome, problem or detail)
                 return
             seen.add(event.kind)
             if event.kind == "installed":
-                self._after_install(host, vm, run)
+                self._set(run, "installed")
+                problem = self._after_install(host, vm, run, stopped)
+                if stopped():
+                    continue
             if event.kind in DONE:
                 reason = event.detail.split("\n", 1)[0] if event.kind == "failed" else ""
-                self._set(run, event.kind, event.kind, reason)
+                if problem:
+                    # The guest may be ready, but its VM still boots the installer.
+                    self._set(run, event.kind, "failed", problem)
+                else:
+                    self._set(run, event.kind, event.kind, reason)
                 return
             self._set(run, event.kind)
 
-    def _after_install(self, host: Host, vm: VmHandle, run: HostRun) -> None:
+    def _after_install(self, host: Host, vm: VmHandle, run: HostRun, stopped: Stop) -> str:
         """Boot from disk from now on; the installer ISO and kickstart are no longer needed.
 
-        A failure here is reported but does not stop following: the install goes on.
+        Every step is tried; the failures come back as one reason ("" when all worked) and
+        are recorded, so a later `up` finishes them. Following goes on either way.
         """
-        try:
-            self.driver.set_boot_order(vm, ["disk"])
-            if host.boot != "pxe":
-                self.driver.detach_iso(vm)
-            if host.boot == "guestinfo":
-                self.driver.clear_guestinfo(vm, GUESTINFO_KICKSTART)
-        except DriverError as exc:
-            log.warning("%s: after install: %s", host.name, exc)
-            run.detail = f"after install: {exc}"
-            self.timeline.record(host.name, run.build, "vm_reconfigure_failed", str(exc))
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("boot order", lambda: self.driver.set_boot_order(vm, ["disk"], stop=stopped))
+        ]
+        if host.boot != "pxe":
+            steps.append(("ISO detach", lambda: self.driver.detach_iso(vm, stop=stopped)))
+        if host.boot == "guestinfo":
+            steps.append(
+                (
+                    "guestinfo clear",
+                    lambda: self.driver.clear_guestinfo(vm, GUESTINFO_KICKSTART, stop=stopped),
+                )
+            )
+        failures = []
+        for label, step in steps:
+            if stopped():
+                failures.append(f"{label}: stopped")
+                continue
+            try:
+                step()
+            except DriverError as exc:
+                failures.append(f"{label}: {exc}")
+        if not failures:
+            self.timeline.record(host.name, run.build, AFTER_INSTALL_DONE)
+            return ""
+        problem = (
+            "after install: "
+            + "; ".join(failures)
+            + " (the VM may boot the installer again; `up` retries these steps)"
+        )
+        log.warning("%s: %s", host.name, problem)
+        self.timeline.record(host.name, run.build, AFTER_INSTALL_FAILED, problem)
+        return problem
 
     def _watch_guest(
         self, host: Host, vm: VmHandle, build: int, deadline: float, done: threading.Event
@@ -358,3 +558,23 @@ class Fleet:
             self.timeline.record(host.name, build, "guest_ip", state.ip or "")
         except DriverError as exc:
             log.debug("%s: no guest IP: %s", host.name, exc)
+
+
+_BUILD_ISO = re.compile(r"(?P<host>.+)-build(?P<build>[0-9]+)\.iso")
+
+
+def _iso_build(file_name: str, host: str) -> int | None:
+    """The build number of one of ``host``'s per-build ISO files, or None for other files."""
+    match = _BUILD_ISO.fullmatch(file_name)
+    return int(match["build"]) if match and match["host"] == host else None
+
+
+def _join_within(threads: Sequence[threading.Thread], seconds: float) -> None:
+    """Join threads for at most ``seconds`` in all; Ctrl-C meanwhile only repeats a stop."""
+    end = time.monotonic() + seconds
+    for thread in threads:
+        while thread.is_alive() and (left := end - time.monotonic()) > 0:
+            try:
+                thread.join(left)
+            except KeyboardInterrupt:
+                continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -47,3 +48,39 @@ class Progress:
             self.stream.write("\x1b[2K" + line + "\n")
         self.stream.flush()
         self._drawn = True
+
+
+WAITRESS_QUEUE_LOGGER = "waitress.queue"
+QUEUE_WARNING_INTERVAL = 60.0
+
+
+class RepeatLimit(logging.Filter):
+    """Lets a logger's records through at most once per ``interval`` seconds and says how
+    many were held back since the last one."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__()
+        self.interval = interval
+        self._clock = time.monotonic
+        self._last: float | None = None
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = self._clock()
+        with self._lock:
+            if self._last is not None and now - self._last < self.interval:
+                self._held += 1
+                return False
+            if self._held:
+                record.msg = f"{record.msg} ({self._held} more like it held back)"
+            self._last, self._held = now, 0
+        return True
+
+
+def quiet_waitress_queue(interval: float = QUEUE_WARNING_INTERVAL) -> None:
+    """Keep waitress's "Task queue depth" warnings from flooding the progress display:
+    one per ``interval`` seconds at most (idempotent)."""
+    logger = logging.getLogger(WAITRESS_QUEUE_LOGGER)
+    if not any(isinstance(f, RepeatLimit) for f in logger.filters):
+        logger.addFilter(RepeatLimit(interval))

@@ -91,6 +91,10 @@ class BootServer:
         self._spec_mtime = _mtime(spec)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.on_reload: list[Callable[[Inventory], None]] = []
+        """Called with each reloaded spec (managed DHCP rewrites its config)."""
+        self.on_stop: list[Callable[[], None]] = []
+        """Called first when the server stops (managed DHCP stops dnsmasq)."""
 
     @property
     def http_port(self) -> int:
@@ -122,6 +126,8 @@ class BootServer:
             inventory = load_inventory(self.spec, imported=imported_installers(self.data_dir))
             self.service.reload(inventory)
             self.webhooks.configure(inventory.server.webhooks)
+            for hook in self.on_reload:
+                hook(inventory)
         except SpecError as exc:
             for problem in exc.problems:
                 log.error("spec not reloaded: %s", problem)
@@ -144,6 +150,8 @@ class BootServer:
         if self._stop.is_set():
             return
         self._stop.set()
+        for hook in self.on_stop:
+            hook()
         self.tftp.stop()
         for thread in self._threads:
             thread.join(5)

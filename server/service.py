@@ -11,12 +11,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from photonkick.kickstarts.artifacts import Artifact
 from photonkick.kickstarts.kickstart import BuildInfo, build_kickstart, dumps
 from photonkick.kickstarts.spec import Host, Inventory
 from photonkick.kickstarts.tokens import CALLBACK_EVENTS, token_matches
-from photonkick.pxe.names import HTTP, TFTP
+from photonkick.pxe.names import HTTP, HTTP_LOADERS, TFTP
 from photonkick.pxe.tree import BootFormat, build_boot_tree, host_boot_files
 from photonkick.server.confine import confined_file
 from photonkick.server.state import StateDir
@@ -39,6 +40,14 @@ class _Snapshot:
     by_name: dict[str, Host]
     by_mac: dict[str, Host]
     kickstarts: dict[tuple[str, int], bytes] = field(default_factory=dict)
+
+
+class LeaseLookup(Protocol):
+    """The addresses a DHCP server leased to a MAC."""
+
+    def ips(self, mac: str) -> tuple[str, ...]:
+        """Every address leased to ``mac``."""
+        ...
 
 
 class BootService:
@@ -67,6 +76,9 @@ class BootService:
         self._stale_wake = threading.Event()
         self._refresher: threading.Thread | None = None
         state.on_change(self._changed_elsewhere)
+        self.leases: LeaseLookup | None = None
+        """Set by managed DHCP in full mode: kickstarts go only to addresses leased to the
+        host's MAC."""
 
     @property
     def inventory(self) -> Inventory:
@@ -92,6 +104,10 @@ class BootService:
     def host(self, name: str) -> Host | None:
         """The host of that name in the served spec."""
         return self._snapshot.by_name.get(name)
+
+    def host_by_mac(self, mac: str) -> Host | None:
+        """The host with that MAC in the served spec."""
+        return self._snapshot.by_mac.get(mac.lower())
 
     def build(self, host: str) -> int:
         """The host's current build number."""
@@ -161,6 +177,8 @@ class BootService:
         mac = _mac_from(BootFormat.IPXE, path)
         if mac is not None:
             return self.boot_file(BootFormat.IPXE, mac, client)
+        if path.parent == PurePosixPath("ipxe") and path.name in HTTP_LOADERS:
+            return self.loaders.get(path.name)
         artifact = self._snapshot.tree.get(HTTP / path)
         if artifact is not None and not artifact.private:
             return artifact.content
@@ -218,8 +236,26 @@ class BootService:
                 "kickstart for %s refused: %s fetched its boot config, not %s", name, bound, client
             )
             return None
+        if not self._leased_to(host, client):
+            return None
         self.timeline.record(name, build, "kickstart", "", client)
         return self._kickstart_bytes(snap, host, info)
+
+    def _leased_to(self, host: Host, client: str) -> bool:
+        """Whether managed DHCP leased ``client`` to the host's MAC (always, without it)."""
+        if self.leases is None or host.mac is None or host.boot != "pxe":
+            return True
+        leased = self.leases.ips(host.mac)
+        if client in leased:
+            return True
+        log.warning(
+            "kickstart for %s refused: DHCP leased %s to %s, not %s",
+            host.name,
+            ", ".join(leased) or "nothing",
+            host.mac,
+            client,
+        )
+        return False
 
     def _kickstart_bytes(self, snap: _Snapshot, host: Host, info: BuildInfo) -> bytes:
         """The kickstart of this build (its callbacks carry this build's token)."""

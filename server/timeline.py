@@ -25,6 +25,7 @@ T = TypeVar("T")
 
 PHASES = (
     "vm_created",
+    "dhcp",
     "config",
     "kernel",
     "initrd",
@@ -50,8 +51,9 @@ RETRY_DELAY = 1.0
 """Seconds between the background writer's tries while the database refuses writes."""
 MAX_PENDING = 100_000
 """Events kept in memory while the database refuses writes; later ones are dropped."""
-START_PHASES = ("vm_created", "config", "kernel", "initrd")
-"""Time to ready counts from the first of these (VM created, else the first boot-file fetch)."""
+START_PHASES = ("vm_created", "dhcp", "config", "kernel", "initrd")
+"""Time to ready counts from the first of these (VM created, else the first DHCP packet, else
+the first boot-file fetch)."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,12 +36,15 @@ from photonkick.server.timeline import Timeline
 
 @dataclass
 class Script:
-    """What the fake guest does per host: ``ready`` (default), ``fail``, ``silent`` or
-    ``stolen`` (someone at 127.0.0.2 fetches the host's secrets first)."""
+    """What the fake guest does per host: ``ready`` (default), ``fail``, ``silent``,
+    ``stolen`` (someone at 127.0.0.2 fetches the host's secrets first) or ``installed``
+    (reports `installed`, then nothing). ``before_installed(name)`` runs just before a host
+    reports `installed`."""
 
     default: str = "ready"
     per_host: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    before_installed: Callable[[str], None] | None = None
 
     def for_host(self, name: str) -> str:
         return self.per_host.get(name, self.default)
@@ -137,7 +141,11 @@ class FakeGuest:
         if refused:
             self._post(f"{base}/failed", urllib.parse.urlencode({"reason": refused}).encode())
             return
+        if self.script.before_installed is not None:
+            self.script.before_installed(host.name)
         self._post(f"{base}/installed")
+        if action == "installed":
+            return
         self._post(f"{base}/firstboot")
         self._post(f"{base}/ready")
 

@@ -394,6 +394,36 @@ def test_upload_refuses_paths_outside_the_datastore(driver: PyVmomiDriver, tmp_p
         driver.upload(image, "iso/x.iso", datastore="nope")
 
 
+def test_small_files_listed_read_and_deleted(driver: PyVmomiDriver, inspector: Inspector) -> None:
+    assert driver.list_files("isos", "*.iso") == {}  # no such folder yet
+    assert driver.read_file("isos/a.iso.sha256") is None
+    assert driver.write_file(b"abc  3\n", "isos/a.iso.sha256") == "[LocalDS_0] isos/a.iso.sha256"
+    driver.write_file(b"x" * 5000, "isos/a.iso")
+    driver.write_file(b"y", "isos/b-build1.iso")
+    assert inspector.folder_get("isos/a.iso.sha256", cookie=True) == (200, b"abc  3\n")
+    assert driver.read_file("isos/a.iso.sha256") == b"abc  3\n"
+    assert driver.read_file("isos/a.iso", limit=10) == b"x" * 10
+    assert driver.list_files("isos", "*.iso") == {"a.iso": 5000, "b-build1.iso": 1}
+    assert driver.list_files("isos", "b-build*.iso") == {"b-build1.iso": 1}
+    assert driver.datastore_path("isos/a.iso") == "[LocalDS_0] isos/a.iso"
+    driver.delete_file("isos/b-build1.iso")
+    driver.delete_file("isos/b-build1.iso")  # already gone: fine
+    assert inspector.folder_get("isos/b-build1.iso", cookie=True)[0] == 404
+    assert driver.list_files("isos", "*.iso") == {"a.iso": 5000}
+
+
+def test_a_set_stop_check_ends_task_waits(driver: PyVmomiDriver, inspector: Inspector) -> None:
+    """Every call that waits for a task asks the stop check; True ends the wait at once."""
+    handle = driver.create(request())
+    with pytest.raises(DriverError, match="stopped"):
+        driver.set_boot_order(handle, ["disk"], stop=lambda: True)
+    with pytest.raises(DriverError, match="stopped"):
+        driver.power_on(handle, stop=lambda: True)
+    with pytest.raises(DriverError, match="stopped"):
+        driver.create(request("photon-2"), stop=lambda: True)
+    driver.set_boot_order(handle, ["disk"], stop=lambda: False)
+
+
 def test_guestinfo_set_and_clear(driver: PyVmomiDriver, inspector: Inspector) -> None:
     handle = driver.create(
         request(extra_config={"guestinfo.ready_url": "http://h/ready/t1", "keep.me": "yes"})

@@ -21,6 +21,9 @@ BootMode = Literal["pxe", "iso", "guestinfo"]
 BootDevice = Literal["ethernet", "cdrom", "disk"]
 PowerState = Literal["on", "off", "suspended"]
 
+Stop = Callable[[], bool]
+"""Asked between short waits: True ends the wait (with DriverError) at once."""
+
 PHOTON_GUEST_ID = "vmwarePhoton64Guest"
 GUESTINFO_PREFIX = "guestinfo."
 
@@ -145,32 +148,38 @@ class VmState:
 
 
 class VmDriver(Protocol):
-    """What photonkick needs from vSphere. Every method raises ``DriverError`` on failure."""
+    """What photonkick needs from vSphere. Every method raises ``DriverError`` on failure.
+
+    A method that waits for a vSphere task takes ``stop``: it is asked between waits of at
+    most a second, and True ends the wait with ``DriverError`` (the task itself runs on).
+    """
 
     def find(self, name: str) -> VmHandle | None:
         """The VM called ``name``, or None; a name used twice is an error."""
         ...
 
-    def create(self, request: VmRequest) -> VmHandle:
+    def create(self, request: VmRequest, *, stop: Stop | None = None) -> VmHandle:
         """Create a powered-off VM with the install boot order; refuses an existing name.
 
         A failure leaves no VM behind.
         """
         ...
 
-    def destroy(self, vm: VmHandle) -> None:
+    def destroy(self, vm: VmHandle, *, stop: Stop | None = None) -> None:
         """Power the VM off if needed and delete it with its files."""
         ...
 
-    def power_on(self, vm: VmHandle) -> None:
+    def power_on(self, vm: VmHandle, *, stop: Stop | None = None) -> None:
         """Power the VM on; a VM that is already on stays on."""
         ...
 
-    def power_off(self, vm: VmHandle) -> None:
+    def power_off(self, vm: VmHandle, *, stop: Stop | None = None) -> None:
         """Power the VM off (hard); a VM that is already off stays off."""
         ...
 
-    def set_boot_order(self, vm: VmHandle, devices: Sequence[BootDevice]) -> None:
+    def set_boot_order(
+        self, vm: VmHandle, devices: Sequence[BootDevice], *, stop: Stop | None = None
+    ) -> None:
         """Replace the boot order, keeping the other boot options (retry, firmware flags)."""
         ...
 
@@ -179,19 +188,50 @@ class VmDriver(Protocol):
         datastore path (``[datastore] remote/path``)."""
         ...
 
-    def attach_iso(self, vm: VmHandle, iso: str) -> None:
+    def datastore_path(self, remote_path: str, *, datastore: str | None = None) -> str:
+        """``[datastore] remote_path`` for a file on the named (or the only) datastore."""
+        ...
+
+    def write_file(self, data: bytes, remote_path: str, *, datastore: str | None = None) -> str:
+        """Write a small file on a datastore, replacing any file there; returns its path."""
+        ...
+
+    def read_file(
+        self, remote_path: str, *, datastore: str | None = None, limit: int = 65536
+    ) -> bytes | None:
+        """The first ``limit`` bytes of a datastore file, or None when there is no such file."""
+        ...
+
+    def list_files(
+        self, folder: str, pattern: str, *, datastore: str | None = None
+    ) -> dict[str, int]:
+        """The files in a datastore folder whose names match the glob ``pattern``, with
+        their sizes; an absent folder has none."""
+        ...
+
+    def delete_file(
+        self, remote_path: str, *, datastore: str | None = None, stop: Stop | None = None
+    ) -> None:
+        """Delete a datastore file; one that is already gone counts as deleted."""
+        ...
+
+    def attach_iso(self, vm: VmHandle, iso: str, *, stop: Stop | None = None) -> None:
         """Insert the ISO at datastore path ``iso`` into the VM's CD-ROM."""
         ...
 
-    def detach_iso(self, vm: VmHandle) -> None:
+    def detach_iso(self, vm: VmHandle, *, stop: Stop | None = None) -> None:
         """Empty the VM's CD-ROM."""
         ...
 
-    def set_guestinfo(self, vm: VmHandle, values: Mapping[str, str]) -> None:
+    def set_guestinfo(
+        self, vm: VmHandle, values: Mapping[str, str], *, stop: Stop | None = None
+    ) -> None:
         """Set ``guestinfo.*`` ExtraConfig keys; other keys stay as they are."""
         ...
 
-    def clear_guestinfo(self, vm: VmHandle, keys: Iterable[str]) -> None:
+    def clear_guestinfo(
+        self, vm: VmHandle, keys: Iterable[str], *, stop: Stop | None = None
+    ) -> None:
         """Remove ``guestinfo.*`` keys (vSphere removes a key set to the empty string)."""
         ...
 

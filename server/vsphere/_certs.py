@@ -33,10 +33,20 @@ def pin_path(pin_dir: Path, host: str, port: int) -> Path:
     return pin_dir / f"{_UNSAFE.sub('_', host)}_{port}.pem"
 
 
+def handshake_eof(where: str) -> DriverError:
+    """The error for a server that hangs up during the TLS handshake (not a vSphere port)."""
+    return DriverError(
+        f"{where} closed the connection during the TLS handshake: is it an ESXi host or "
+        "vCenter, and vsphere.port the right port?"
+    )
+
+
 def fetch_certificate(host: str, port: int, timeout: float) -> str:
     """The certificate the server presents, unverified, normalized to one PEM block."""
     try:
         pem = ssl.get_server_certificate((host, port), timeout=timeout)
+    except (ssl.SSLEOFError, ConnectionResetError) as exc:
+        raise handshake_eof(f"{host}:{port}") from exc
     except OSError as exc:
         raise DriverError(f"cannot fetch the TLS certificate of {host}:{port}: {exc}") from exc
     return ssl.DER_cert_to_PEM_cert(ssl.PEM_cert_to_DER_cert(pem))
@@ -100,6 +110,8 @@ class Trust:
     def explain(self, exc: ssl.SSLError) -> DriverError:
         """A clear error for a failed handshake; names a changed pinned certificate."""
         where = f"{self.host}:{self.port}"
+        if isinstance(exc, ssl.SSLEOFError) or "EOF" in str(exc):
+            return handshake_eof(where)
         pin_file = self.pin_file
         if pin_file is not None and pin_file.exists():
             pinned = pin_file.read_text()

@@ -30,13 +30,14 @@ from photonkick.server.vsphere import (
     DriverTimeout,
     Placement,
     PowerState,
+    Stop,
     VmDriver,
     VmHandle,
     VmRequest,
     VmState,
     is_datastore_path,
 )
-from photonkick.server.vsphere._certs import Trust
+from photonkick.server.vsphere._certs import Trust, handshake_eof
 
 vim: Any = pyVmomi.vim
 vmodl: Any = pyVmomi.vmodl
@@ -94,19 +95,33 @@ def _vm_state(values: Mapping[str, Any]) -> VmState:
     )
 
 
+_SPEC_KEYS = {
+    "datacenter": "vsphere.datacenter",
+    "cluster or host": "vsphere.cluster",
+    "resource pool": "vsphere.resource_pool",
+    "folder": "vsphere.folder",
+    "datastore": "vsphere.datastore (or the host's vm.datastore)",
+    "network": "vsphere.network (or the host's vm.network)",
+}
+"""The spec key that chooses each kind of placement object, named in errors."""
+
+
 def _one(kind: str, where: str, wanted: str | None, found: Sequence[tuple[Any, str]]) -> Any:
     """The one object called ``wanted`` (or the only one there is when ``wanted`` is None)."""
     names = ", ".join(sorted(name for _, name in found)) or "none"
+    key = _SPEC_KEYS[kind]
     if wanted is None:
         if len(found) == 1:
             return found[0][0]
-        raise DriverError(f"{where} offers {len(found)} of kind {kind} ({names}): choose one")
+        raise DriverError(
+            f"{key}: {where} offers {len(found)} of kind {kind} ({names}): choose one"
+        )
     matches = [obj for obj, name in found if name == wanted]
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise DriverError(f"{where} has no {kind} {wanted!r} (there are: {names})")
-    raise DriverError(f"{where} has {len(matches)} of kind {kind} called {wanted!r}")
+        raise DriverError(f"{key}: {where} has no {kind} {wanted!r} (there are: {names})")
+    raise DriverError(f"{key}: {where} has {len(matches)} of kind {kind} called {wanted!r}")
 
 
 class PyVmomiDriver:
@@ -177,6 +192,8 @@ class PyVmomiDriver:
             content.sessionManager.Login(user, password, None)
         except ssl.SSLError as exc:
             raise trust.explain(exc) from exc
+        except ConnectionResetError as exc:
+            raise handshake_eof(where) from exc
         except vmodl.MethodFault as fault:
             raise _fault_error(f"logging in to {where} as {user!r} failed", fault) from fault
         except DriverError:
@@ -347,7 +364,7 @@ class PyVmomiDriver:
 
     # -- create and destroy ----------------------------------------------------------------
 
-    def create(self, request: VmRequest) -> VmHandle:
+    def create(self, request: VmRequest, *, stop: Stop | None = None) -> VmHandle:
         """Create the VM described by ``request``, powered off, with its install boot order.
 
         An existing VM with the same name is refused. If any step fails, a VM that was
@@ -365,8 +382,10 @@ class PyVmomiDriver:
             spec = self._config_spec(request, datastore, network)
             task = folder.CreateVM_Task(config=spec, pool=pool)
         try:
-            vm = self._wait_task(task, what)
+            vm = self._wait_task(task, what, stop)
         except DriverError:
+            if stop is not None and stop():
+                raise  # the task runs on: what it makes is the caller's to find later
             # A server may register the VM before failing: remove what carries the name.
             leftover = self.find(request.name)
             if leftover is not None:
@@ -374,7 +393,7 @@ class PyVmomiDriver:
             raise
         handle = VmHandle(request.name, str(vm._moId))
         try:
-            self.set_boot_order(handle, request.boot_order)
+            self.set_boot_order(handle, request.boot_order, stop=stop)
         except BaseException:
             self._discard(handle)
             raise
@@ -458,15 +477,15 @@ class PyVmomiDriver:
             raise DriverError(f"network {network.name!r} is an opaque (NSX) network: not supported")
         return card.NetworkBackingInfo(deviceName=network.name, network=network)
 
-    def destroy(self, vm: VmHandle) -> None:
+    def destroy(self, vm: VmHandle, *, stop: Stop | None = None) -> None:
         """Power the VM off if it is on, then delete it and its files. A VM that is already
         gone counts as destroyed."""
         what = f"destroying VM {vm.name!r}"
         try:
-            self.power_off(vm)
+            self.power_off(vm, stop=stop)
             with _calls(what):
                 task = self._vm(vm).Destroy_Task()
-            self._wait_task(task, what)
+            self._wait_task(task, what, stop)
         except DriverError as exc:
             if exc.fault != "ManagedObjectNotFound":
                 raise
@@ -476,28 +495,30 @@ class PyVmomiDriver:
 
     # -- power and boot --------------------------------------------------------------------
 
-    def power_on(self, vm: VmHandle) -> None:
+    def power_on(self, vm: VmHandle, *, stop: Stop | None = None) -> None:
         """Power the VM on; a VM that is already on stays on."""
-        self._power(vm, "on")
+        self._power(vm, "on", stop)
 
-    def power_off(self, vm: VmHandle) -> None:
+    def power_off(self, vm: VmHandle, *, stop: Stop | None = None) -> None:
         """Power the VM off (hard); a VM that is already off stays off."""
-        self._power(vm, "off")
+        self._power(vm, "off", stop)
 
-    def _power(self, vm: VmHandle, want: PowerState) -> None:
+    def _power(self, vm: VmHandle, want: PowerState, stop: Stop | None) -> None:
         what = f"powering {want} VM {vm.name!r}"
         try:
             with _calls(what):
                 obj = self._vm(vm)
                 task = obj.PowerOnVM_Task() if want == "on" else obj.PowerOffVM_Task()
-            self._wait_task(task, what)
+            self._wait_task(task, what, stop)
         except DriverError as exc:
             # InvalidPowerState: the VM is already in the wanted state (or a state that
             # cannot change, which the check below reports).
             if exc.fault != "InvalidPowerState" or self.state(vm).power != want:
                 raise
 
-    def set_boot_order(self, vm: VmHandle, devices: Sequence[BootDevice]) -> None:
+    def set_boot_order(
+        self, vm: VmHandle, devices: Sequence[BootDevice], *, stop: Stop | None = None
+    ) -> None:
         """Replace the boot order with the VM's own device keys.
 
         The whole BootOptions object is sent back so retry and firmware flags survive on
@@ -525,26 +546,116 @@ class PyVmomiDriver:
             boot = config.get("config.bootOptions") or options()
             boot.bootOrder = order
             task = obj.ReconfigVM_Task(spec=vim.vm.ConfigSpec(bootOptions=boot))
-        self._wait_task(task, what)
+        self._wait_task(task, what, stop)
 
     # -- ISO and guestinfo -----------------------------------------------------------------
 
     def upload(self, local: Path, remote_path: str, *, datastore: str | None = None) -> str:
         """PUT a local file on a datastore through the server's ``/folder`` interface,
         authenticated by this session; returns ``[datastore] remote_path``."""
-        parts = PurePosixPath(remote_path).parts
-        if not parts or parts[0] == "/" or ".." in parts:
-            raise DriverError(f"upload: {remote_path!r} must be a relative datastore path")
-        with _calls(f"uploading {local}"):
+        try:
+            size = local.stat().st_size
+            with local.open("rb") as body:
+                target = self._put(body, size, remote_path, datastore, f"uploading {local}")
+        except OSError as exc:
+            raise DriverError(f"uploading {local}: {exc}") from exc
+        log.info("uploaded %s (%d bytes) to %s", local, size, target)
+        return target
+
+    def datastore_path(self, remote_path: str, *, datastore: str | None = None) -> str:
+        """``[datastore] remote_path`` on the named datastore, or the only one there is."""
+        return self._folder_url(remote_path, datastore, f"locating {remote_path}")[0]
+
+    def write_file(self, data: bytes, remote_path: str, *, datastore: str | None = None) -> str:
+        """PUT a small file on a datastore; returns ``[datastore] remote_path``."""
+        return self._put(data, len(data), remote_path, datastore, f"writing {remote_path}")
+
+    def read_file(
+        self, remote_path: str, *, datastore: str | None = None, limit: int = 65536
+    ) -> bytes | None:
+        """GET the first ``limit`` bytes of a datastore file; None when it does not exist."""
+        what = f"reading {remote_path}"
+        target, url = self._folder_url(remote_path, datastore, what)
+        what = f"{what} ({target})"
+        status, reason, body = self._folder_request("GET", url, None, 0, what, limit)
+        if status == 404:
+            return None
+        if status != 200:
+            raise DriverError(f"{what}: HTTP {status} {reason}")
+        return body
+
+    def list_files(
+        self, folder: str, pattern: str, *, datastore: str | None = None
+    ) -> dict[str, int]:
+        """Files in a datastore folder matching ``pattern``, with their sizes, through the
+        datastore browser; an absent folder has none."""
+        what = f"listing {folder}/{pattern}"
+        with _calls(what):
+            ds = self._datastore(self._compute_resource(), datastore or self._placement.datastore)
+            spec = vim.host.DatastoreBrowser.SearchSpec(
+                matchPattern=[pattern],
+                details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True),
+            )
+            task = ds.browser.SearchDatastore_Task(
+                datastorePath=f"[{ds.name}] {folder}", searchSpec=spec
+            )
+        try:
+            result = self._wait_task(task, what, None)
+        except DriverError as exc:
+            if exc.fault == "FileNotFound":
+                return {}
+            raise
+        return {str(f.path): int(f.fileSize or 0) for f in getattr(result, "file", None) or ()}
+
+    def delete_file(
+        self, remote_path: str, *, datastore: str | None = None, stop: Stop | None = None
+    ) -> None:
+        """Delete a datastore file; one that is already gone counts as deleted."""
+        what = f"deleting {remote_path}"
+        with _calls(what):
             dc = self._datacenter()
             ds = self._datastore(self._compute_resource(), datastore or self._placement.datastore)
             target = f"[{ds.name}] {remote_path}"
-            query = urlencode({"dcPath": self._path(dc), "dsName": ds.name})
-            url = f"/folder/{quote(remote_path)}?{query}"
-            session = self._stub.GetSessionId()
-        what = f"uploading {local} to {target}"
+            task = self._content.fileManager.DeleteDatastoreFile_Task(name=target, datacenter=dc)
         try:
-            size = local.stat().st_size
+            self._wait_task(task, f"deleting {target}", stop)
+        except DriverError as exc:
+            if exc.fault != "FileNotFound":
+                raise
+        else:
+            log.info("deleted %s", target)
+
+    def _folder_url(self, remote_path: str, datastore: str | None, what: str) -> tuple[str, str]:
+        """The datastore path and the ``/folder`` URL of a file."""
+        parts = PurePosixPath(remote_path).parts
+        if not parts or parts[0] == "/" or ".." in parts:
+            raise DriverError(f"{what}: {remote_path!r} must be a relative datastore path")
+        with _calls(what):
+            dc = self._datacenter()
+            ds = self._datastore(self._compute_resource(), datastore or self._placement.datastore)
+            query = urlencode({"dcPath": self._path(dc), "dsName": ds.name})
+        return f"[{ds.name}] {remote_path}", f"/folder/{quote(remote_path)}?{query}"
+
+    def _put(self, body: Any, size: int, remote_path: str, datastore: str | None, what: str) -> str:
+        target, url = self._folder_url(remote_path, datastore, what)
+        what = f"{what} to {target}"
+        status, reason, detail = self._folder_request("PUT", url, body, size, what, 512)
+        if status not in (200, 201, 204):
+            text = detail.decode("utf-8", "replace").strip()
+            raise DriverError(f"{what}: HTTP {status} {reason}" + (f": {text}" if text else ""))
+        return target
+
+    def _folder_request(
+        self, method: str, url: str, body: Any, size: int, what: str, limit: int
+    ) -> tuple[int, str, bytes]:
+        """One request to the ``/folder`` interface in this session: status, reason and up
+        to ``limit`` bytes of the answer."""
+        with _calls(what):
+            session = self._stub.GetSessionId()
+        headers = {"Cookie": f'vmware_soap_session="{session}"'}
+        if method == "PUT":
+            headers |= {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
+        try:
             conn = http.client.HTTPSConnection(
                 self._trust.host,
                 self._trust.port,
@@ -552,42 +663,27 @@ class PyVmomiDriver:
                 timeout=self._timeout,
             )
             try:
-                with local.open("rb") as body:
-                    conn.request(
-                        "PUT",
-                        url,
-                        body=body,
-                        headers={
-                            "Content-Length": str(size),
-                            "Content-Type": "application/octet-stream",
-                            "Cookie": f'vmware_soap_session="{session}"',
-                        },
-                    )
+                conn.request(method, url, body=body, headers=headers)
                 response = conn.getresponse()
-                detail = response.read(512).decode("utf-8", "replace").strip()
+                return response.status, str(response.reason), response.read(limit)
             finally:
                 conn.close()
         except ssl.SSLError as exc:
             raise self._trust.explain(exc) from exc
         except (OSError, http.client.HTTPException) as exc:
             raise DriverError(f"{what}: {exc}") from exc
-        if response.status not in (200, 201, 204):
-            reason = f"HTTP {response.status} {response.reason}"
-            raise DriverError(f"{what}: {reason}" + (f": {detail}" if detail else ""))
-        log.info("uploaded %s (%d bytes) to %s", local, size, target)
-        return target
 
-    def attach_iso(self, vm: VmHandle, iso: str) -> None:
+    def attach_iso(self, vm: VmHandle, iso: str, *, stop: Stop | None = None) -> None:
         """Insert the ISO at datastore path ``iso``; it stays inserted across power cycles."""
         if not is_datastore_path(iso):
             raise DriverError(f"{iso!r} is not a datastore path like [ds] iso/photon.iso")
-        self._edit_cdrom(vm, iso, f"attaching {iso} to {vm.name!r}")
+        self._edit_cdrom(vm, iso, f"attaching {iso} to {vm.name!r}", stop)
 
-    def detach_iso(self, vm: VmHandle) -> None:
+    def detach_iso(self, vm: VmHandle, *, stop: Stop | None = None) -> None:
         """Empty the CD-ROM."""
-        self._edit_cdrom(vm, None, f"emptying the CD-ROM of {vm.name!r}")
+        self._edit_cdrom(vm, None, f"emptying the CD-ROM of {vm.name!r}", stop)
 
-    def _edit_cdrom(self, vm: VmHandle, iso: str | None, what: str) -> None:
+    def _edit_cdrom(self, vm: VmHandle, iso: str | None, what: str, stop: Stop | None) -> None:
         with _calls(what):
             obj = self._vm(vm)
             values = self._properties(obj, ("config.hardware.device", "runtime.powerState"))
@@ -599,20 +695,24 @@ class PyVmomiDriver:
             cdrom.connectable = _connect_info(iso is not None, powered_on=powered_on)
             edit = vim.vm.device.VirtualDeviceSpec(operation="edit", device=cdrom)
             task = obj.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[edit]))
-        self._wait_task(task, what)
+        self._wait_task(task, what, stop)
 
-    def set_guestinfo(self, vm: VmHandle, values: Mapping[str, str]) -> None:
+    def set_guestinfo(
+        self, vm: VmHandle, values: Mapping[str, str], *, stop: Stop | None = None
+    ) -> None:
         """Set ``guestinfo.*`` keys (readable in the guest with ``vmtoolsd --cmd info-get``)."""
         for key, value in values.items():
             if not key.startswith(GUESTINFO_PREFIX) or key == GUESTINFO_PREFIX:
                 raise DriverError(f"{key!r} is not a guestinfo.* key")
             if not isinstance(value, str):
                 raise DriverError(f"{key}: the value must be a string, not {value!r}")
-        self._extra_config(vm, values, f"setting {', '.join(values)} on {vm.name!r}")
+        self._extra_config(vm, values, f"setting {', '.join(values)} on {vm.name!r}", stop)
 
-    def clear_guestinfo(self, vm: VmHandle, keys: Iterable[str]) -> None:
+    def clear_guestinfo(
+        self, vm: VmHandle, keys: Iterable[str], *, stop: Stop | None = None
+    ) -> None:
         """Remove ``guestinfo.*`` keys by setting them to the empty string."""
-        self.set_guestinfo(vm, dict.fromkeys(keys, ""))
+        self.set_guestinfo(vm, dict.fromkeys(keys, ""), stop=stop)
 
     def guestinfo(self, vm: VmHandle) -> dict[str, str]:
         """The VM's ``guestinfo.*`` keys with a non-empty value."""
@@ -624,7 +724,9 @@ class PyVmomiDriver:
                 found[str(option.key)] = str(option.value)  # a later entry wins
         return {key: value for key, value in found.items() if value}
 
-    def _extra_config(self, vm: VmHandle, values: Mapping[str, str], what: str) -> None:
+    def _extra_config(
+        self, vm: VmHandle, values: Mapping[str, str], what: str, stop: Stop | None
+    ) -> None:
         if not values:
             return
         with _calls(what):
@@ -632,7 +734,7 @@ class PyVmomiDriver:
                 extraConfig=[vim.option.OptionValue(key=k, value=v) for k, v in values.items()]
             )
             task = self._vm(vm).ReconfigVM_Task(spec=spec)
-        self._wait_task(task, what)
+        self._wait_task(task, what, stop)
 
     # -- state and waiting -----------------------------------------------------------------
 
@@ -664,25 +766,33 @@ class PyVmomiDriver:
             return False
 
         values = self._watch(
-            self._vm(vm), _STATE_PATHS, done, timeout=timeout, stop=stop, what=f"{vm.name!r}"
+            self._vm(vm),
+            _STATE_PATHS,
+            done,
+            timeout=timeout,
+            stop=stop.is_set if stop is not None else None,
+            what=f"{vm.name!r}",
         )
         return _vm_state(values)
 
-    def _wait_task(self, task: Any, what: str) -> Any:
-        """Wait for a task to finish; its result, or DriverError carrying its fault."""
-        self._watch(
+    def _wait_task(self, task: Any, what: str, stop: Stop | None) -> Any:
+        """Wait for a task to finish; its result, or DriverError carrying its fault.
+
+        ``stop`` is asked between waits of at most ``wait_slice`` seconds.
+        """
+        # Only these paths are read: a whole TaskInfo can carry an entity reference pyVmomi
+        # refuses to parse (the simulator's FileManager tasks).
+        values = self._watch(
             task,
-            ("info.state",),
+            ("info.state", "info.error", "info.result"),
             lambda v: str(v.get("info.state")) in ("success", "error"),
             timeout=self._task_timeout,
-            stop=None,
+            stop=stop,
             what=what,
         )
-        with _calls(what):
-            info = task.info
-        if str(info.state) == "error":
-            raise _fault_error(what, info.error)
-        return info.result
+        if str(values.get("info.state")) == "error":
+            raise _fault_error(what, values.get("info.error"))
+        return values.get("info.result")
 
     def _watch(
         self,
@@ -691,7 +801,7 @@ class PyVmomiDriver:
         done: Callable[[Mapping[str, Any]], bool],
         *,
         timeout: float,
-        stop: threading.Event | None,
+        stop: Stop | None,
         what: str,
     ) -> dict[str, Any]:
         """Follow ``paths`` of ``obj`` with WaitForUpdatesEx on a private property collector
@@ -712,7 +822,7 @@ class PyVmomiDriver:
                 values: dict[str, Any] = {}
                 version = ""
                 while True:
-                    if stop is not None and stop.is_set():
+                    if stop is not None and stop():
                         raise DriverError(f"waiting for {what}: stopped")
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:

@@ -387,6 +387,10 @@ class _Cpio:
         return data + b"\0" * (-len(data) % 512)
 
 
+STAND_IN_INSTALLER = "2.7"
+"""The photon-os-installer version the stand-in initrd's package metadata names."""
+
+
 def _initramfs(busybox: bytes, applets: list[str], modules: list[tuple[str, bytes]]) -> bytes:
     init = INIT.replace("@PROBE_OK@", PROBE_OK).replace("@MARKER_LBA@", str(MARKER_LBA))
     cpio = _Cpio()
@@ -399,6 +403,13 @@ def _initramfs(busybox: bytes, applets: list[str], modules: list[tuple[str, byte
         if applet != "busybox":
             cpio.symlink(f"bin/{applet}", "busybox")
     cpio.file("init", init.encode(), 0o755)
+    # Like a real installer initrd, it carries photon-os-installer's package metadata, which
+    # `import-iso` reads for `photon.installer: auto`.
+    egg = f"usr/lib/python3.11/site-packages/photon_installer-{STAND_IN_INSTALLER}-py3.11.egg-info"
+    for d in ("usr", "usr/lib", "usr/lib/python3.11", "usr/lib/python3.11/site-packages", egg):
+        cpio.directory(d)
+    metadata = f"Metadata-Version: 2.1\nName: photon-installer\nVersion: {STAND_IN_INSTALLER}\n"
+    cpio.file(f"{egg}/PKG-INFO", metadata.encode())
     cpio.file("etc/pk-dhcp.sh", DHCP_SCRIPT.encode(), 0o755)
     cpio.file("etc/pk-modules", "".join(f"{name}\n" for name, _ in modules).encode())
     for name, data in modules:

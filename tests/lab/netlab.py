@@ -206,22 +206,7 @@ class NetLab:
 
         Sockets ``fn`` creates belong to the namespace for their whole life.
         """
-        result: list[T] = []
-        error: list[BaseException] = []
-
-        def body() -> None:
-            try:
-                _setns(Path("/run/netns") / self.ns)
-                result.append(fn())
-            except BaseException as exc:  # handed to the caller below
-                error.append(exc)
-
-        thread = threading.Thread(target=body, name=f"netns-{self.ns}")
-        thread.start()
-        thread.join()
-        if error:
-            raise error[0]
-        return result[0]
+        return call_in_netns(self.ns, fn)
 
     def start_dnsmasq(self, clients: Sequence[Client], files: BootFiles = BootFiles()) -> Path:
         """Start dnsmasq for ``clients``; return its log file (``log-dhcp`` lines)."""
@@ -335,6 +320,26 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     except ProcessLookupError:
         pass
     proc.wait()
+
+
+def call_in_netns(ns: str, fn: Callable[[], T]) -> T:
+    """Call ``fn`` on a thread that has entered network namespace ``ns``; return its result."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            _setns(Path("/run/netns") / ns)
+            result.append(fn())
+        except BaseException as exc:  # handed to the caller below
+            error.append(exc)
+
+    thread = threading.Thread(target=body, name=f"netns-{ns}")
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
 
 
 def _setns(path: Path) -> None:
