@@ -13,6 +13,11 @@ connection that breaks is noticed within ``LIVENESS_INTERVAL`` seconds (at once 
 server closes it); from then until it is back, ``version()`` changes at every call, so no
 cache is used and every answer is read from the database (or, while that fails, from what was
 last read: see ``BootService``).
+
+Losing the database: a use of it fails at once for ``RETRY_DELAY`` seconds after a failed
+connection; then one thread at a time tries again, which takes at most ``CONNECT_TIMEOUT``
+seconds when the database's host does not answer at all (a refused connection fails at once).
+A connection that had worked and broke (the database restarted) is replaced at once for a read.
 """
 
 from __future__ import annotations
@@ -83,6 +88,7 @@ class PostgresStore:
         self._lock = threading.Lock()
         self._all: list[psycopg.Connection[Row]] = []
         self._down_until = 0.0
+        self._unhealthy = False
         self._generation = 0
         self._listening = threading.Event()
         self._closing = threading.Event()
@@ -107,38 +113,62 @@ class PostgresStore:
             return conn
         if self._closing.is_set():
             raise StoreUnavailable(f"{self.name} is closed")
-        if time.monotonic() < self._down_until:
-            raise StoreUnavailable(f"{self.name} is unreachable; retrying")
+        if self._unhealthy:
+            # After a failure one thread at a time tries to connect (which may take up to
+            # CONNECT_TIMEOUT when the host does not answer); the others fail at once.
+            with self._lock:
+                if time.monotonic() < self._down_until:
+                    raise StoreUnavailable(f"{self.name} is unreachable; retrying")
+                self._down_until = time.monotonic() + CONNECT_TIMEOUT + RETRY_DELAY
         try:
             conn = self._connect()
         except psycopg.Error as exc:
+            self._unhealthy = True
             self._down_until = time.monotonic() + RETRY_DELAY
             raise StoreUnavailable(f"{self.name}: {_first_line(exc)}") from exc
+        self._unhealthy = False
+        self._down_until = 0.0
         with self._lock:
             self._all.append(conn)
         self._local.conn = conn
+        self._local.used = False
         return conn
 
-    def _run(self, work: Callable[[psycopg.Connection[Row]], T]) -> T:
-        conn = self._connection()
-        try:
-            return work(conn)
-        except psycopg.Error as exc:
-            self._forget_if_broken(conn)
-            raise StoreUnavailable(f"{self.name}: {_first_line(exc)}") from exc
+    def _run(self, work: Callable[[psycopg.Connection[Row]], T], *, retry: bool = False) -> T:
+        """``work`` on this thread's connection; with ``retry`` (idempotent work), once more
+        on a new connection when one that had worked broke (the database restarted)."""
+        while True:
+            conn = self._connection()
+            try:
+                result = work(conn)
+            except psycopg.Error as exc:
+                if self._forget_if_broken(conn) and retry:
+                    retry = False
+                    continue
+                raise StoreUnavailable(f"{self.name}: {_first_line(exc)}") from exc
+            self._local.used = True
+            return result
 
-    def _forget_if_broken(self, conn: psycopg.Connection[Row]) -> None:
-        if conn.broken or conn.closed:
+    def _forget_if_broken(self, conn: psycopg.Connection[Row]) -> bool:
+        """Drop a broken connection; True when it had worked before (worth one new try at
+        once). A new connection that broke makes every use fail at once for a while."""
+        if not (conn.broken or conn.closed):
+            return False
+        used = bool(getattr(self._local, "used", False))
+        self._unhealthy = True
+        if not used:
             self._down_until = time.monotonic() + RETRY_DELAY
-            conn.close()
-            with self._lock:
-                if conn in self._all:
-                    self._all.remove(conn)
-            self._local.conn = None
+        conn.close()
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        self._local.conn = None
+        return used
 
     def read(self, sql: str, args: Sequence[object] = ()) -> list[Row]:
         """Rows of one query (its own implicit transaction)."""
-        return self._run(lambda conn: conn.execute(_dialect(sql), args).fetchall())
+        query = _dialect(sql)
+        return self._run(lambda conn: conn.execute(query, args).fetchall(), retry=True)
 
     @contextmanager
     def write(self, timeout: float = WRITE_TIMEOUT) -> Iterator[_PgTransaction]:

@@ -24,6 +24,8 @@ SEEN_WITHIN = 2.0
 takes milliseconds; the bound leaves room for a loaded test machine)."""
 OUTAGE = 10.0
 """Seconds the database is stopped."""
+RECOVERY = 5.0
+"""Seconds a server may take to read the database again once it is back."""
 INSTALL = b"DEFAULT install"
 LOCAL = b"LOCALBOOT 0"
 
@@ -53,7 +55,14 @@ def kickstart_path(config: bytes) -> str:
 
 
 def host_json(server: ServeProcess, name: str) -> dict[str, object]:
-    status, _, body = server.request("GET", f"/api/v1/hosts/{name}")
+    """The API's view of a host; a 503 (the store unreadable for a moment after it came back)
+    is asked again for up to RECOVERY seconds."""
+    deadline = time.monotonic() + RECOVERY
+    while True:
+        status, _, body = server.request("GET", f"/api/v1/hosts/{name}")
+        if status != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert status == 200, body
     found: dict[str, object] = json.loads(body)
     return found
