@@ -80,6 +80,15 @@ def http_url(reader: Reader, node: Node, path: str) -> str:
     return value
 
 
+def state_url(reader: Reader, node: Node, path: str) -> Secret:
+    """A ``postgresql://`` URL, inline or ``{env: NAME}`` / ``{file: path}``, kept as a Secret
+    (it usually carries a password)."""
+    value = secret(reader, node, path)
+    if urlsplit(value.reveal()).scheme not in ("postgresql", "postgres"):
+        raise reader.fail(node.loc, path, "must be a postgresql:// URL")
+    return value
+
+
 def plain_http_url(reader: Reader, node: Node, path: str) -> str:
     """An http:// URL (boot loaders cannot fetch https)."""
     value = http_url(reader, node, path)
@@ -126,6 +135,7 @@ SERVER_FIELDS = {
     "bind_kickstart_to_boot_ip": Field(boolean, False),
     "install_log_timeout": Field(integer(5, 86400), 300),
     "webhooks": Field(webhooks_parser(http_url), ()),
+    "state": Field(state_url),
     "dhcp": Field(managed_dhcp, default_factory=ManagedDhcp),
 }
 

@@ -164,6 +164,8 @@ class ServerUrls:
     install_log_timeout: int = 300
     """Seconds a shipped installer log may stay silent before its build is failed."""
     webhooks: tuple[Webhook, ...] = ()
+    state: Secret | None = None
+    """The shared state store (``postgresql://...``); None keeps state in the state directory."""
     dhcp: ManagedDhcp = field(default_factory=ManagedDhcp)
 
     @property

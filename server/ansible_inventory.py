@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from photonkick.kickstarts.spec import Host, Inventory
+from photonkick.server.store import Store
 from photonkick.server.timeline import Timeline
 
 __all__ = ["group_name", "host_vars", "last_seen_ips", "script_list", "static_inventory"]
@@ -32,10 +33,11 @@ def group_name(profile: str) -> str:
     return f"_{name}" if name[:1].isdigit() else name
 
 
-def last_seen_ips(timeline_db: Path, hosts: list[str]) -> dict[str, str]:
-    """Each host's most recent address in its timeline (a request it made, or VMware Tools'
-    report of the guest IP); hosts never seen are left out."""
-    if not timeline_db.is_file():
+def last_seen_ips(timeline_db: Path | Store, hosts: list[str]) -> dict[str, str]:
+    """Each host's most recent address in its timeline (a SQLite file, or the shared store):
+    a request it made, or VMware Tools' report of the guest IP; hosts never seen are left
+    out."""
+    if isinstance(timeline_db, Path) and not timeline_db.is_file():
         return {}
     timeline = Timeline(timeline_db)
     try:

@@ -66,7 +66,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     """Write kickstarts, per-MAC boot configs and the loaders under OUT."""
     spec, inventory = load_spec(args)
-    state = state_for(args, spec)
+    state = state_for(args, spec, inventory)
     tree = build_boot_tree(inventory, state.build)
     loaders = loader_files(state.path / "cache")
     for name, path in loaders.items():
@@ -89,7 +89,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if host is None:
         return EXIT_BAD_INPUT
     reveal = args.reveal or args.guestinfo
-    build = state_for(args, spec).build(host.name)
+    build = state_for(args, spec, inventory).build(host.name)
     text = dumps(
         build_kickstart(host, inventory, build, redact=not reveal, embed_secrets=args.reveal)
     )
@@ -139,7 +139,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve kickstarts, boot configs and files over HTTP and TFTP; record host timelines."""
     spec, inventory = load_spec(args)
     inventory = with_mode(inventory, args.dhcp)
-    state = state_for(args, spec)
+    state = state_for(args, spec, inventory)
     state.check_writable()  # before anything is served: callbacks must be storable
     dhcp_plan = plan_dhcp(inventory, state.path)  # before anything starts
     data = Path(args.data) if args.data else state.path / "releases"
@@ -196,6 +196,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_OK if all(s.path for s in report) else EXIT_FAILED
 
 
+def cmd_state(args: argparse.Namespace) -> int:
+    """Manage the state store: migrate a state directory into a shared PostgreSQL database."""
+    from photonkick.server.state_migrate import migrate_state
+
+    moved = migrate_state(Path(args.source), args.target)
+    print(f"migrated {args.source} into the database: {moved.summary()}")
+    print("next: point every server at it with server.state in the spec or --state-url")
+    return EXIT_OK
+
+
 def cmd_example(args: argparse.Namespace) -> int:
     """Print the bundled example spec, or write it with its secret file (--out DIR)."""
     password = new_password()
@@ -241,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--example", action="store_true", help="use the bundled example")
             sub.add_argument(
                 "--state", metavar="DIR", help="state directory (default: .photonkick/ beside SPEC)"
+            )
+            sub.add_argument(
+                "--state-url",
+                metavar="URL",
+                help="shared state store postgresql://... (default: the spec's server.state)",
             )
         return sub
 
@@ -313,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--offline", action="store_true", help="timelines only, no vSphere")
     add_inventory_arguments(verb("inventory", cmd_inventory))
     verb("doctor", cmd_doctor, spec=False).add_argument("--state", metavar="DIR")
+    state = verb("state", cmd_state, spec=False)
+    state_verbs = state.add_subparsers(dest="state_verb", required=True, metavar="ACTION")
+    migrate = state_verbs.add_parser(
+        "migrate", help="copy a state directory's SQLite state into an empty PostgreSQL database"
+    )
+    migrate.add_argument("--from", dest="source", required=True, metavar="DIR")
+    migrate.add_argument("--to", dest="target", required=True, metavar="URL")
     verb("example", cmd_example, spec=False).add_argument(
         "--out",
         metavar="DIR",

@@ -61,10 +61,21 @@ def state_path(args: argparse.Namespace, spec: Path) -> Path:
     return (Path.cwd() if args.example else spec.parent) / ".photonkick"
 
 
-def state_for(args: argparse.Namespace, spec: Path) -> StateDir:
+def state_url(args: argparse.Namespace, inventory: Inventory | None) -> str | None:
+    """The shared state store: ``--state-url``, else the spec's ``server.state``, else None."""
+    url: str | None = getattr(args, "state_url", None)
+    if url:
+        return url
+    if inventory is not None and inventory.server.state is not None:
+        return inventory.server.state.reveal()
+    return None
+
+
+def state_for(args: argparse.Namespace, spec: Path, inventory: Inventory | None = None) -> StateDir:
+    """The state: the state directory, and the shared store when one is configured."""
     from photonkick.server.state import StateDir
 
-    return StateDir(state_path(args, spec))
+    return StateDir(state_path(args, spec), state_url(args, inventory))
 
 
 def load_spec(args: argparse.Namespace) -> tuple[Path, Inventory]:

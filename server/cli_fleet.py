@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 import threading
 import time
@@ -72,8 +73,8 @@ def fleet_session(
             "vCenter to use"
         )
     select_hosts(inventory, getattr(args, "names", None) or [])
-    state = state_for(args, spec)
-    timeline = Timeline(state.path / "timeline.db")
+    state = state_for(args, spec, inventory)
+    timeline = Timeline(state.store("timeline"), server_id=f"{socket.gethostname()}/up")
     try:
         yield spec, inventory, state, timeline
     finally:

@@ -21,7 +21,9 @@ from photonkick.server.cli_common import (
     find_host,
     load_spec,
     state_path,
+    state_url,
 )
+from photonkick.server.state import StateDir
 
 SPEC_VARIABLE = "PHOTONKICK_SPEC"
 """Where the spec is when Ansible runs the command as an inventory script (no SPEC argument)."""
@@ -33,7 +35,15 @@ def cmd_inventory(args: argparse.Namespace) -> int:
         args.spec = os.environ[SPEC_VARIABLE]
     spec, inventory = load_spec(args)
     names = [h.name for h in inventory.hosts]
-    seen = last_seen_ips(state_path(args, spec) / "timeline.db", names)
+    url = state_url(args, inventory)
+    if url:
+        state = StateDir(state_path(args, spec), url)
+        try:
+            seen = last_seen_ips(state.store("timeline"), names)
+        finally:
+            state.close()
+    else:
+        seen = last_seen_ips(state_path(args, spec) / "timeline.db", names)
     if args.host is not None:
         host = find_host(inventory, args.host, spec)
         if host is None:

@@ -101,7 +101,7 @@ def cmd_iso(args: argparse.Namespace) -> int:
     host = find_host(inventory, args.name, spec)
     if host is None:
         return EXIT_BAD_INPUT
-    build = state_for(args, spec).build(host.name)
+    build = state_for(args, spec, inventory).build(host.name)
     embed = args.embed_secrets
     kickstart = dumps(build_kickstart(host, inventory, build, embed_secrets=embed)).encode()
     if embed and secret_items(host, build.secret):

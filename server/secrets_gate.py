@@ -9,19 +9,16 @@ A host's postinstall fetches its secrets once (``GET /ks/<name>/<token>/secrets`
   the host's timeline and answered with the reason, which the real host then reports as its
   failure.
 
-After ``ready`` the build's callback token stops working (403). Both facts live in
-``<state>/secrets.db`` (SQLite), committed before the answer goes out, so a restart keeps
-them; a rearm opens them again for the reinstall.
+After ``ready`` the build's callback token stops working (403). Both facts live in the
+state's ``secrets`` store (``<state>/secrets.db``, or the shared PostgreSQL database),
+committed before the answer goes out, so a restart keeps them; a rearm opens them again for
+the reinstall.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,22 +29,14 @@ from photonkick.kickstarts.host_secrets import (
 )
 from photonkick.kickstarts.tokens import token_matches
 from photonkick.server.service import BootService
-from photonkick.server.timeline import ALARM, REARMED, WRITE_TIMEOUT, StoreUnavailable
+from photonkick.server.store import SqliteStore, Store
+from photonkick.server.timeline import ALARM, REARMED
 
 log = logging.getLogger("photonkick.server.secrets")
 DATABASE_FILE = "secrets.db"
+STORE = "secrets"
 FETCHED = "secrets"
 """Timeline event kind: the build's secrets were handed out."""
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS fetched (
-    host TEXT NOT NULL, build INTEGER NOT NULL, client TEXT NOT NULL, wall REAL NOT NULL,
-    PRIMARY KEY (host, build)
-);
-CREATE TABLE IF NOT EXISTS callbacks_closed (
-    host TEXT NOT NULL, build INTEGER NOT NULL, PRIMARY KEY (host, build)
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -70,83 +59,59 @@ NOT_FOUND = Answer(404, b"not found\n")
 
 
 class SecretsLedger:
-    """Single-use secrets and closed callbacks per (host, build), in SQLite.
+    """Single-use secrets and closed callbacks per (host, build), in the state's store.
 
-    Thread-safe (one lock around one connection) and safe for several processes (each claim
-    is one ``BEGIN IMMEDIATE`` transaction). Every change is committed before it returns; a
-    database that refuses a read or a write raises StoreUnavailable (answered 503).
+    Thread-safe and safe for several processes and servers: each claim is one write
+    transaction, ordered after every other writer of the store. Every change is committed
+    before it returns; a store that refuses a read or a write raises StoreUnavailable
+    (answered 503).
     """
 
-    def __init__(self, database: Path) -> None:
-        self._lock = threading.Lock()
-        # A locked database answers 503 after a short wait rather than holding the request.
-        self._db = sqlite3.connect(
-            database, timeout=WRITE_TIMEOUT, check_same_thread=False, isolation_level=None
+    def __init__(self, database: Path | Store) -> None:
+        """``database``: a SQLite file (opened and closed here) or the state's store."""
+        self._own_store = isinstance(database, Path)
+        self._store: Store = (
+            SqliteStore(database, STORE) if isinstance(database, Path) else database
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken at once (other processes wait), committed on exit."""
-        with self._lock, _unavailable_on_error():
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
 
     def claim(self, host: str, build: int, client: str, wall: float) -> Fetch | None:
         """Take this build's secrets for ``client``; the earlier fetch when already taken."""
-        with self._transaction() as db:
-            row = db.execute(
+        with self._store.write() as db:
+            rows = db.execute(
                 "SELECT client, wall FROM fetched WHERE host = ? AND build = ?", (host, build)
-            ).fetchone()
-            if row is None:
+            )
+            if not rows:
                 db.execute(
                     "INSERT INTO fetched (host, build, client, wall) VALUES (?, ?, ?, ?)",
                     (host, build, client, wall),
                 )
-        return None if row is None else Fetch(row[0], row[1])
+        return Fetch(rows[0][0], rows[0][1]) if rows else None
 
     def close_callbacks(self, host: str, build: int) -> None:
         """The build is done: its callback token stops working."""
-        with self._transaction() as db:
+        with self._store.write() as db:
             db.execute(
-                "INSERT OR IGNORE INTO callbacks_closed (host, build) VALUES (?, ?)", (host, build)
+                "INSERT INTO callbacks_closed (host, build) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (host, build),
             )
 
     def callbacks_closed(self, host: str, build: int) -> bool:
         """Whether the build's callbacks were closed."""
-        with self._lock, _unavailable_on_error():
-            row = self._db.execute(
-                "SELECT 1 FROM callbacks_closed WHERE host = ? AND build = ?", (host, build)
-            ).fetchone()
-        return row is not None
+        rows = self._store.read(
+            "SELECT 1 FROM callbacks_closed WHERE host = ? AND build = ?", (host, build)
+        )
+        return bool(rows)
 
     def reopen(self, host: str, build: int) -> None:
         """A rearmed build installs again: one more fetch and its callbacks are allowed."""
-        with self._transaction() as db:
+        with self._store.write() as db:
             db.execute("DELETE FROM fetched WHERE host = ? AND build = ?", (host, build))
             db.execute("DELETE FROM callbacks_closed WHERE host = ? AND build = ?", (host, build))
 
     def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._db.close()
-
-
-@contextmanager
-def _unavailable_on_error() -> Iterator[None]:
-    """A database error as StoreUnavailable: the client is told to retry, never a 500."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise StoreUnavailable(f"secrets database: {exc}") from exc
+        """Close the database when it was opened here."""
+        if self._own_store:
+            self._store.close()
 
 
 class SecretsGate:
@@ -154,7 +119,7 @@ class SecretsGate:
 
     def __init__(self, service: BootService, ledger: SecretsLedger | None = None) -> None:
         self.service = service
-        self.ledger = ledger or SecretsLedger(service.state.path / DATABASE_FILE)
+        self.ledger = ledger or SecretsLedger(service.state.store(STORE))
 
     def fetch(self, name: str, token: str, client: str) -> Answer:
         """The build's secrets document, once, for the address entitled to it."""

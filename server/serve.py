@@ -64,6 +64,11 @@ def admin_token(state: Path) -> str:
         return token
 
 
+def server_id(listen: Listen) -> str:
+    """How this server names itself in the events it records: machine and HTTP address."""
+    return f"{socket.gethostname()}/{listen.http_host}:{listen.http_port}"
+
+
 class BootServer:
     """The running pair of servers for one spec, with reload and stop."""
 
@@ -72,7 +77,7 @@ class BootServer:
     ) -> None:
         self.spec = spec
         self.data_dir = data_dir
-        self.timeline = Timeline(state.path / "timeline.db")
+        self.timeline = Timeline(state.store("timeline"), server_id=server_id(listen))
         self.webhooks = WebhookDispatcher(self.timeline, inventory.server.webhooks)
         self.timeline.subscribe(self.webhooks.offer)
         try:

@@ -7,8 +7,8 @@ checked, netboot-once is applied and the timeline is written.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -27,6 +27,9 @@ from photonkick.server.timeline import StoreUnavailable, Timeline
 log = logging.getLogger("photonkick.server")
 MAX_REASON = 2_000
 MAX_LOG_TAIL = 64 * 1024
+LAST_KNOWN_FOR = 900.0
+"""Seconds a host's last known build and netboot state keep answering its boot requests while
+the store cannot be read; after that (and with nothing known) the host boots locally."""
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,13 @@ class BootService:
         self._snapshot = self._make_snapshot(inventory)
         self._ip_host = {ip: host for host, ip in timeline.boot_ips().items()}
         self._repo_noted: set[tuple[str, int]] = set()
-        self._state_cache: dict[str, tuple[tuple[object, ...] | None, BuildInfo, bool]] = {}
+        # host -> (store versions, build, disarmed, monotonic time read)
+        self._state_cache: dict[str, tuple[tuple[object, ...] | None, BuildInfo, bool, float]] = {}
         self._failing: set[str] = set()
+        self._stale: set[str] = set()
+        self._stale_wake = threading.Event()
+        self._refresher: threading.Thread | None = None
+        state.on_change(self._changed_elsewhere)
         self.leases: LeaseLookup | None = None
         """Set by managed DHCP in full mode: kickstarts go only to addresses leased to the
         host's MAC."""
@@ -112,13 +120,15 @@ class BootService:
     def _current(self, host: str) -> tuple[BuildInfo, bool]:
         """The host's build and whether its install ended.
 
-        Cached until the state or timeline database changes: a commit by any process (a
-        `photonkick up` starting a new build) is seen by the next request. When the database
-        cannot be read, the last known answer keeps serving; with none, the host boots locally.
+        Cached until the state or timeline store changes: a commit by any process (a
+        `photonkick up` starting a new build) or, on a shared store, any server is seen by the
+        next request (staleness: see the store's ``version``). When the store cannot be read,
+        the last known answer keeps serving for ``LAST_KNOWN_FOR`` seconds; after that, or
+        with none, the host boots locally.
         """
         try:
             stamp: tuple[object, ...] | None = (self.state.version(), self.timeline.version())
-        except sqlite3.Error:
+        except StoreUnavailable:
             stamp = None
         cached = self._state_cache.get(host)
         if cached is not None and stamp is not None and cached[0] == stamp:
@@ -126,14 +136,14 @@ class BootService:
         try:
             build = self.state.build(host)
             disarmed = self.timeline.is_disarmed(host, build.build)
-        except sqlite3.Error as exc:
-            if cached is None:
+        except StoreUnavailable as exc:
+            if cached is None or time.monotonic() - cached[3] > LAST_KNOWN_FOR:
                 self._log_once(f"read {host}", "cannot read %s's state (%s): local boot", host, exc)
-                return BuildInfo(1, self.state.secret), True
+                return BuildInfo(cached[1].build if cached else 1, self.state.secret), True
             self._log_once(f"read {host}", "cannot read %s's state (%s): last known", host, exc)
             return cached[1], cached[2]
         self._log_recovered(f"read {host}", "%s's state can be read again", host)
-        self._state_cache[host] = (stamp, build, disarmed)
+        self._state_cache[host] = (stamp, build, disarmed, time.monotonic())
         return build, disarmed
 
     def boot_file(self, fmt: BootFormat, mac: str, client: str) -> bytes | None:
@@ -266,7 +276,7 @@ class BootService:
 
     def _first_boot_ip(self, name: str, build: int) -> str | None:
         """The address of this build's first boot-config fetch (later fetches never rebind)."""
-        for event in self.timeline.events(name, build):
+        for event in self.timeline.events(name, build, last_known=True):
             if event.kind == "config" and event.client:
                 return event.client
         return None
@@ -303,6 +313,7 @@ class BootService:
             self._log_once(key, "%s: %s not stored, answered 503 until it is: %s", name, event, exc)
             raise
         self._log_recovered(key, "%s: %s stored after the database recovered", name, event)
+        self._refresh(name)
         if stored is None:
             log.info("%s: %s again; already recorded", name, event)
         else:
@@ -315,7 +326,43 @@ class BootService:
         if name not in self._snapshot.by_name:
             return False
         self.timeline.rearm(name, self.build(name))
+        self._refresh(name)
         return True
+
+    def _refresh(self, name: str) -> None:
+        """Read a host's state again after it changed, so that what this server last knew
+        (what it answers from while the store cannot be read) includes the change."""
+        cached = self._state_cache.get(name)
+        if cached is not None:  # read again, but keep it as the last known should that fail
+            self._state_cache[name] = (None, cached[1], cached[2], cached[3])
+        self._current(name)
+
+    def _changed_elsewhere(self, host: str) -> None:
+        """A shared store says a host's state changed (``""``: any host's): read it again
+        soon, on a thread of our own, never on the store's."""
+        with self._lock:
+            self._stale.add(host)
+            if self._refresher is None:
+                self._refresher = threading.Thread(
+                    target=self._refresh_loop, name="state-refresh", daemon=True
+                )
+                self._refresher.start()
+        self._stale_wake.set()
+
+    def _refresh_loop(self) -> None:
+        while True:
+            self._stale_wake.wait()
+            self._stale_wake.clear()
+            with self._lock:
+                hosts, self._stale = self._stale, set()
+            if "" in hosts:
+                hosts = set(self._state_cache)
+            for name in hosts:
+                if name in self._snapshot.by_name:
+                    try:
+                        self._refresh(name)
+                    except Exception:  # the next request reads it again anyway
+                        log.exception("cannot read %s's changed state", name)
 
     def _log_once(self, key: str, message: str, *args: object) -> None:
         """Log a failure the first time only, not at every retry of it."""

@@ -1,20 +1,29 @@
-"""The state directory: the token secret (0600) and per-host build numbers in SQLite."""
+"""The state: the token secret and per-host build numbers, in the state directory's SQLite
+(the default) or in a PostgreSQL database shared by several servers."""
 
 from __future__ import annotations
 
 import os
-import secrets
-import sqlite3
 from pathlib import Path
 
 from photonkick.kickstarts.errors import PhotonkickError
 from photonkick.kickstarts.kickstart import BuildInfo
-from photonkick.server.sqlite_threads import ChangeWatch, ThreadConnections, check_writable
+from photonkick.server.store import SECRET_FILE as SECRET_FILE
+from photonkick.server.store import (
+    ChangeListener,
+    SqliteBackend,
+    StateBackend,
+    Store,
+    StoreUnavailable,
+)
 
-SECRET_FILE = "secret"
 DATABASE_FILE = "state.db"
 TIMELINE_FILE = "timeline.db"
 WRITE_PROBE = ".write-check"
+BUILD_TIMEOUT = 30.0
+"""Seconds starting a build may wait for other writers (it is never on a boot request's path)."""
+COMPONENTS = ("state", "timeline", "secrets")
+"""The stores of a backend: build numbers, timelines and netboot-once, the secrets ledger."""
 
 
 class StateError(PhotonkickError):
@@ -22,17 +31,23 @@ class StateError(PhotonkickError):
 
 
 class StateDir:
-    """Opens (creating on first use) a state directory. Safe for several threads and processes."""
+    """Opens (creating on first use) a state directory. Safe for several threads and processes.
 
-    def __init__(self, path: Path) -> None:
+    ``url`` (``postgresql://...``) keeps everything several servers must agree on in that
+    database instead of the directory's SQLite files; the directory still holds this
+    machine's own files (loader cache, admin token, imported releases).
+    """
+
+    def __init__(self, path: Path, url: str | None = None) -> None:
         self.path = path
         try:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.secret = _read_or_create_secret(path / SECRET_FILE)
-            self._connections = ThreadConnections(path / DATABASE_FILE)
-            _create(self._connections.get())
-            self._watch = ChangeWatch(path / DATABASE_FILE)
-        except (OSError, sqlite3.Error) as exc:
+            self.backend: StateBackend = _postgresql_backend(url) if url else SqliteBackend(path)
+            self.secret = self.backend.secret()
+            self._store = self.backend.store("state")
+        except (OSError, StoreUnavailable) as exc:
+            if url:
+                raise StateError(f"cannot open the state database: {_reason(exc)}") from exc
             try:
                 _probe_write(path)
             except OSError as probe:  # the usual cause, and the clearer reason
@@ -42,52 +57,64 @@ class StateDir:
         self.changes = 0
         """Counts the builds started through this object, so caches can tell."""
 
+    def store(self, name: str) -> Store:
+        """The store of ``timeline`` or ``secrets`` (closed with this object)."""
+        return self.backend.store(name)
+
+    def on_change(self, listener: ChangeListener) -> None:
+        """Call ``listener(host)`` when another server changes a host's build or netboot
+        (shared stores only; it runs on the store's thread and must return at once)."""
+        self.backend.on_change(listener)
+
     def build(self, host: str) -> BuildInfo:
-        """The host's current build (1 until it is rebuilt)."""
-        db = self._connections.get()
-        row = db.execute("SELECT build FROM builds WHERE host = ?", (host,)).fetchone()
-        return BuildInfo(row[0] if row else 1, self.secret)
+        """The host's current build (1 until it is rebuilt). Raises StoreUnavailable."""
+        rows = self._store.read("SELECT build FROM builds WHERE host = ?", (host,))
+        return BuildInfo(rows[0][0] if rows else 1, self.secret)
 
     def next_build(self, host: str) -> BuildInfo:
-        """Start a new build of the host: the old token stops working."""
-        db = self._connections.get()
-        with db:
+        """Start a new build of the host: the old token stops working. Raises
+        StoreUnavailable (no new build) when the database does not take the write."""
+        with self._store.write(BUILD_TIMEOUT) as db:
             rows = db.execute(
                 "INSERT INTO builds (host, build) VALUES (?, 2) "
-                "ON CONFLICT(host) DO UPDATE SET build = build + 1 RETURNING build",
+                "ON CONFLICT(host) DO UPDATE SET build = builds.build + 1 RETURNING build",
                 (host,),
-            ).fetchall()
+            )
+            db.notify(host)
         self.changes += 1
         return BuildInfo(rows[0][0], self.secret)
 
     def version(self) -> tuple[int, int]:
         """Differs after any build change, by this process or another."""
-        return self._watch.version(), self.changes
+        return self._store.version(), self.changes
 
     def check_writable(self) -> None:
-        """Raise StateError, naming the directory and the reason, unless files and both
-        databases in it can be written."""
+        """Raise StateError, naming the directory (or database) and the reason, unless files
+        and every database of the state can be written."""
         try:
             _probe_write(self.path)
-            for name in (DATABASE_FILE, TIMELINE_FILE):
-                check_writable(self.path / name)
-        except (OSError, sqlite3.Error) as exc:
+            for name in COMPONENTS:
+                self.backend.store(name).check_writable()
+        except (OSError, StoreUnavailable) as exc:
             raise StateError(
                 f"the state directory {self.path} is not writable: {_reason(exc)}"
+                if not self.backend.shared
+                else f"the state database {self.backend.label} is not writable: {_reason(exc)}"
             ) from exc
 
     def close(self) -> None:
         """Close the database connections."""
-        self._connections.close()
-        self._watch.close()
+        self.backend.close()
 
 
-def _create(db: sqlite3.Connection) -> None:
-    db.execute("PRAGMA journal_mode=WAL")
-    with db:
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS builds (host TEXT PRIMARY KEY, build INTEGER NOT NULL)"
-        )
+def _postgresql_backend(url: str) -> StateBackend:
+    try:
+        from photonkick.server.store_pg import PostgresBackend
+    except ImportError as exc:
+        raise StoreUnavailable(
+            f"a postgresql:// state needs psycopg ({exc}): pip install 'photonkick[postgresql]'"
+        ) from exc
+    return PostgresBackend(url)
 
 
 def _probe_write(folder: Path) -> None:
@@ -103,16 +130,6 @@ def _probe_write(folder: Path) -> None:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, StoreUnavailable) and isinstance(exc.__cause__, OSError):
+        exc = exc.__cause__
     return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-
-
-def _read_or_create_secret(path: Path) -> bytes:
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except FileNotFoundError:
-        pass
-    value = secrets.token_hex(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
-    return bytes.fromhex(value)

@@ -53,7 +53,13 @@ class HostStatus:
         }
         if with_events:
             out["events"] = [
-                {"kind": e.kind, "detail": e.detail, "client": e.client, "time": e.wall}
+                {
+                    "kind": e.kind,
+                    "detail": e.detail,
+                    "client": e.client,
+                    "time": e.wall,
+                    "server": e.server,
+                }
                 for e in self.events
             ]
         return out

@@ -1,4 +1,5 @@
-"""Per-host timelines and netboot-once state, persisted in the state directory's SQLite.
+"""Per-host timelines and netboot-once state, persisted in the state's store (the state
+directory's SQLite, or PostgreSQL shared by several servers).
 
 Every event has a wall-clock time and a monotonic time from the process that recorded it;
 durations use the monotonic clock when both events come from the same run.
@@ -7,16 +8,17 @@ durations use the monotonic clock when both events come from the same run.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
-from photonkick.server.sqlite_threads import ChangeWatch, ThreadConnections
+from photonkick.server.store import WRITE_TIMEOUT as WRITE_TIMEOUT
+from photonkick.server.store import Row, SqliteStore, Store, Transaction
+from photonkick.server.store import StoreUnavailable as StoreUnavailable
 
 log = logging.getLogger("photonkick.server.timeline")
 T = TypeVar("T")
@@ -50,8 +52,6 @@ LATE_FAILURE = "failed_after_ready"
 """A `failed` callback after `ready` of the same build: kept, but it changes nothing."""
 WRITE_DELAY = 0.05
 """Seconds the writer waits to batch events into one transaction."""
-WRITE_TIMEOUT = 2.0
-"""Seconds a write waits for the database before giving up (a callback then answers 503)."""
 RETRY_DELAY = 1.0
 """Seconds between the background writer's tries while the database refuses writes."""
 MAX_PENDING = 100_000
@@ -59,18 +59,6 @@ MAX_PENDING = 100_000
 START_PHASES = ("vm_created", "dhcp", "config", "kernel", "initrd")
 """Time to ready counts from the first of these (VM created, else the first DHCP packet, else
 the first boot-file fetch)."""
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    host TEXT NOT NULL, build INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL,
-    client TEXT NOT NULL, wall REAL NOT NULL, mono REAL NOT NULL, run TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_host ON events (host, build);
-CREATE TABLE IF NOT EXISTS netboot (
-    host TEXT PRIMARY KEY, installed_build INTEGER, boot_ip TEXT
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -85,6 +73,8 @@ class Event:
     wall: float
     mono: float
     run: str
+    server: str = ""
+    """The id of the server that recorded it (several servers may share one store)."""
 
 
 @dataclass(frozen=True)
@@ -93,10 +83,6 @@ class Clock:
 
     wall: Callable[[], float] = time.time
     mono: Callable[[], float] = time.monotonic
-
-
-class StoreUnavailable(Exception):
-    """The database refused a write that must be stored before it is acknowledged."""
 
 
 class Timeline:
@@ -108,10 +94,17 @@ class Timeline:
     both, and never need a write to succeed.
     """
 
-    def __init__(self, database: Path, clock: Clock | None = None) -> None:
+    def __init__(
+        self, database: Path | Store, clock: Clock | None = None, server_id: str = ""
+    ) -> None:
+        """``database``: a SQLite file (opened and closed here) or a store of the state."""
         self.clock = clock or Clock()
         self.run = uuid.uuid4().hex[:12]
-        self.path = database
+        self.server_id = server_id
+        self._own_store = isinstance(database, Path)
+        self._store: Store = (
+            SqliteStore(database, "timeline") if isinstance(database, Path) else database
+        )
         self.changes = 0
         """Counts netboot-state changes made through this object, so caches can tell."""
         self._changed = threading.Condition()
@@ -124,26 +117,17 @@ class Timeline:
         self._held: list[tuple[Event, Event]] = []
         self._held_disarms: set[tuple[str, int]] = set()
         self._overflow_logged = False
-        self._write_lock = threading.Lock()  # the write connection
-        self._db = sqlite3.connect(
-            database, timeout=WRITE_TIMEOUT, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # Every commit reaches the disk before the call returns: an answered callback survives
-        # a crash of the process and of the machine.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._reads = ThreadConnections(database)
-        self._watch = ChangeWatch(database)
+        self._known: dict[tuple[str, int | None], list[Event]] = {}
+        self._read_failing = False
+        self._write_lock = threading.Lock()
         self._closing = threading.Event()
         self._wake = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="timeline", daemon=True)
         self._writer.start()
 
     def _event(self, host: str, build: int, kind: str, detail: str, client: str) -> Event:
-        return Event(
-            host, build, kind, detail, client, self.clock.wall(), self.clock.mono(), self.run
-        )
+        wall, mono = self.clock.wall(), self.clock.mono()
+        return Event(host, build, kind, detail, client, wall, mono, self.run, self.server_id)
 
     def record(self, host: str, build: int, kind: str, detail: str = "", client: str = "") -> Event:
         """Append an event. It is written by a background thread within ``WRITE_DELAY``
@@ -178,7 +162,7 @@ class Timeline:
         self, host: str, build: int, kind: str, detail: str = "", client: str = ""
     ) -> Event | None:
         """Append an event unless this build of the host already has one of that kind."""
-        if any(e.kind == kind for e in self.events(host, build)):
+        if any(e.kind == kind for e in self.events(host, build, last_known=True)):
             return None
         with self._pending_lock:
             if (host, build, kind) in self._once:
@@ -206,15 +190,15 @@ class Timeline:
         self._notify(result)
         return result
 
-    def _store_callback(self, db: sqlite3.Connection, event: Event) -> Event | None:
+    def _store_callback(self, db: Transaction, event: Event) -> Event | None:
         """Within a write transaction: store a callback as ``callback_effect`` says."""
         host, build = event.host, event.build
-        row = db.execute("SELECT installed_build FROM netboot WHERE host = ?", (host,)).fetchone()
+        rows = db.execute("SELECT installed_build FROM netboot WHERE host = ?", (host,))
         stored_kind, disarm = callback_effect(
-            since_rearm(_select_events(db, host, build)),
+            since_rearm(_select_events(db.execute, host, build)),
             event.kind,
             event.detail,
-            disarmed=bool(row and row[0] == build),
+            disarmed=bool(rows and rows[0][0] == build),
         )
         if stored_kind is None:
             return None
@@ -226,6 +210,7 @@ class Timeline:
                 "DO UPDATE SET installed_build = excluded.installed_build",
                 (host, build),
             )
+            db.notify(host)
             self._count_change()
         return stored
 
@@ -233,9 +218,9 @@ class Timeline:
         """Keep a callback the database refused: the background writer stores it once it can
         (the host's retry is then a replay). Its netboot effect applies at once, so a host
         whose `installed` could not be stored boots locally instead of installing again."""
-        since = since_rearm(self.events(event.host, event.build))
+        since = since_rearm(self.events(event.host, event.build, last_known=True))
         shown, disarm = callback_effect(
-            since, event.kind, event.detail, disarmed=self.is_disarmed(event.host, event.build)
+            since, event.kind, event.detail, disarmed=self._disarmed_or_unknown(event)
         )
         if shown is None:  # a replay of what is stored or held already
             return
@@ -253,8 +238,9 @@ class Timeline:
         """Offer the install again on the next network boot (and, given the build, record
         the rearm in its timeline) before returning; raises StoreUnavailable."""
 
-        def store(db: sqlite3.Connection) -> None:
+        def store(db: Transaction) -> None:
             db.execute("UPDATE netboot SET installed_build = NULL WHERE host = ?", (host,))
+            db.notify(host)
             if build is not None:
                 _insert_events(db, [rearmed])
 
@@ -277,30 +263,24 @@ class Timeline:
                 return
         self._transaction(lambda db: None)
 
-    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _transaction(self, work: Callable[[Transaction], T]) -> T:
         """One write transaction: the pending events and addresses first (so the order
         stays), then ``work``. Gives up after about ``WRITE_TIMEOUT`` seconds."""
         if not self._write_lock.acquire(timeout=WRITE_TIMEOUT):
-            raise StoreUnavailable(f"{self.path.name} is busy")
+            raise StoreUnavailable(f"{self._store.name} is busy")
         try:
             with self._pending_lock:
                 events = list(self._pending)
                 ips = dict(self._pending_ips)
                 held = list(self._held)
-            db = self._db
-            try:
-                db.execute("BEGIN IMMEDIATE")
+            with self._store.write() as db:
                 self._insert_with_held(db, events, [received for received, _ in held])
                 db.executemany(
                     "INSERT INTO netboot (host, boot_ip) VALUES (?, ?) "
                     "ON CONFLICT(host) DO UPDATE SET boot_ip = excluded.boot_ip",
-                    ips.items(),
+                    list(ips.items()),
                 )
                 result = work(db)
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                _rollback(db)
-                raise StoreUnavailable(f"{self.path.name}: {exc}") from exc
             with self._pending_lock:
                 # Only this writer removes, and only from the front: new events were appended.
                 del self._pending[: len(events)]
@@ -313,9 +293,7 @@ class Timeline:
         finally:
             self._write_lock.release()
 
-    def _insert_with_held(
-        self, db: sqlite3.Connection, events: list[Event], held: list[Event]
-    ) -> None:
+    def _insert_with_held(self, db: Transaction, events: list[Event], held: list[Event]) -> None:
         """Insert pending events and store held callbacks, in the order they happened."""
         batch: list[Event] = []
         for event in sorted([*events, *held], key=lambda e: e.mono):
@@ -368,8 +346,14 @@ class Timeline:
             except Exception:  # a listener must never break recording
                 log.exception("timeline listener failed on %s of %s", event.kind, event.host)
 
-    def events(self, host: str, build: int | None = None) -> list[Event]:
-        """The host's events (of one build, or all), oldest first, stored or pending."""
+    def events(
+        self, host: str, build: int | None = None, *, last_known: bool = False
+    ) -> list[Event]:
+        """The host's events (of one build, or all), oldest first, stored or pending.
+
+        Raises StoreUnavailable when the store cannot be read; with ``last_known`` the
+        stored events last read instead (what a boot request goes on from).
+        """
         with self._pending_lock:
             pending = [
                 e
@@ -377,7 +361,19 @@ class Timeline:
                 if e.host == host and (build is None or e.build == build)
             ]
         # Pending first: an event committed in between is then in both, never in neither.
-        stored = _select_events(self._reads.get(), host, build)
+        key = (host, build)
+        try:
+            stored = _select_events(self._store.read, host, build)
+        except StoreUnavailable as exc:
+            if not last_known:
+                raise
+            if not self._read_failing:
+                self._read_failing = True
+                log.error("timeline: cannot read the store (%s): going on from the last read", exc)
+            stored = self._known.get(key, [])
+        else:
+            self._read_failing = False
+            self._known[key] = stored
         seen = set(stored)
         return stored + [e for e in pending if e not in seen]
 
@@ -414,26 +410,25 @@ class Timeline:
         with self._pending_lock:
             if (host, build) in self._held_disarms:
                 return True
-        row = (
-            self._reads.get()
-            .execute("SELECT installed_build FROM netboot WHERE host = ?", (host,))
-            .fetchone()
-        )
-        return bool(row and row[0] == build)
+        rows = self._store.read("SELECT installed_build FROM netboot WHERE host = ?", (host,))
+        return bool(rows and rows[0][0] == build)
+
+    def _disarmed_or_unknown(self, event: Event) -> bool:
+        """``is_disarmed``, or False when the store cannot be read either."""
+        try:
+            return self.is_disarmed(event.host, event.build)
+        except StoreUnavailable:
+            return False
 
     def boot_ips(self) -> dict[str, str]:
         """Every host's boot-config address, as remembered across restarts."""
-        rows = (
-            self._reads.get()
-            .execute("SELECT host, boot_ip FROM netboot WHERE boot_ip IS NOT NULL")
-            .fetchall()
-        )
+        rows = self._store.read("SELECT host, boot_ip FROM netboot WHERE boot_ip IS NOT NULL")
         with self._pending_lock:
-            return {**dict(rows), **self._pending_ips}
+            return {**{host: ip for host, ip in rows}, **self._pending_ips}
 
     def version(self) -> tuple[int, int]:
         """Differs after any netboot change, by this process or another."""
-        return self._watch.version(), self.changes
+        return self._store.version(), self.changes
 
     def close(self) -> None:
         """Write what is pending and close the database."""
@@ -446,10 +441,9 @@ class Timeline:
             with self._pending_lock:
                 lost = len(self._pending) + len(self._held)
             log.error("timeline: %d events could not be stored: %s", lost, exc)
-        with self._write_lock:
-            self._db.close()
-        self._reads.close()
-        self._watch.close()
+        if self._own_store:
+            with self._write_lock:
+                self._store.close()
 
 
 def since_rearm(events: list[Event]) -> list[Event]:
@@ -481,33 +475,34 @@ def _same_report(stored: str, detail: str) -> bool:
     return stored.split("\n", 1)[0] == detail.split("\n", 1)[0]
 
 
-def _rollback(db: sqlite3.Connection) -> None:
-    """End a failed transaction; the error that failed it is the one to report."""
-    try:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-    except sqlite3.Error:
-        pass
-
-
 def _same_callback(a: Event, b: Event) -> bool:
     return (a.host, a.build, a.kind, a.detail) == (b.host, b.build, b.kind, b.detail)
 
 
-def _select_events(db: sqlite3.Connection, host: str, build: int | None) -> list[Event]:
-    query = "SELECT host, build, kind, detail, client, wall, mono, run FROM events WHERE host = ?"
+def _select_events(
+    query: Callable[[str, Sequence[object]], list[Row]], host: str, build: int | None
+) -> list[Event]:
+    """The stored events of a host (of one build, or all) through ``query`` (a read, or a
+    statement of the current write transaction)."""
+    sql = "SELECT host, build, kind, detail, client, wall, mono, run, server FROM events "
+    sql += "WHERE host = ?"
     args: tuple[object, ...] = (host,)
     if build is not None:
-        query += " AND build = ?"
+        sql += " AND build = ?"
         args += (build,)
-    return [Event(*row) for row in db.execute(query + " ORDER BY id", args).fetchall()]
+    return [Event(*row) for row in query(sql + " ORDER BY id", args)]
 
 
-def _insert_events(db: sqlite3.Connection, events: list[Event]) -> None:
+def _insert_events(db: Transaction, events: list[Event]) -> None:
+    if not events:
+        return
     db.executemany(
-        "INSERT INTO events (host, build, kind, detail, client, wall, mono, run) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [(e.host, e.build, e.kind, e.detail, e.client, e.wall, e.mono, e.run) for e in events],
+        "INSERT INTO events (host, build, kind, detail, client, wall, mono, run, server) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (e.host, e.build, e.kind, e.detail, e.client, e.wall, e.mono, e.run, e.server)
+            for e in events
+        ],
     )
 
 

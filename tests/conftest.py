@@ -10,7 +10,7 @@ import pytest
 
 from photonkick.kickstarts.kickstart import BuildInfo
 
-pytest_plugins = ["vcsim_fixture"]
+pytest_plugins = ["vcsim_fixture", "pg_fixture"]
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "kickstarts" / "examples" / "lab.yaml"

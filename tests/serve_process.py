@@ -21,9 +21,9 @@ START_TIMEOUT = 30.0
 MAC = "00:50:56:00:30:{:02x}"
 
 
-def spec_text(port: int, hosts: int) -> str:
+def spec_text(port: int, hosts: int, address: str = "127.0.0.1") -> str:
     """A lab of ``hosts`` PXE hosts named h00, h01, ... served at loopback ``port``."""
-    lines = [f'server: {{url: "http://127.0.0.1:{port}"}}', "hosts:"]
+    lines = [f'server: {{url: "http://{address}:{port}"}}', "hosts:"]
     lines += [f'  - {{name: h{i:02d}, mac: "{MAC.format(i)}"}}' for i in range(hosts)]
     return "\n".join(lines) + "\n"
 
@@ -36,13 +36,26 @@ def config_name(host: int) -> str:
 class ServeProcess:
     """`photonkick serve SPEC` with its state and releases in given folders."""
 
-    def __init__(self, root: Path, hosts: int, state: Path, data: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        hosts: int,
+        state: Path,
+        data: Path,
+        address: str = "127.0.0.1",
+        state_url: str | None = None,
+    ) -> None:
+        """``address``: the loopback address both servers listen on; ``state_url``: a shared
+        PostgreSQL state store."""
         self.root = root
         self.state = state
         self.data = data
-        self.port = free_port()
+        self.address = address
+        self.state_url = state_url
+        self._shared_secret: bytes | None = None
+        self.port = free_port(address=address)
         self.spec = root / "lab.yaml"
-        self.spec.write_text(spec_text(self.port, hosts))
+        self.spec.write_text(spec_text(self.port, hosts, address))
         self.log = root / "serve.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.tftp_port = 0
@@ -54,13 +67,14 @@ class ServeProcess:
             "serve",
             str(self.spec),
             "--http",
-            f"127.0.0.1:{self.port}",
+            f"{self.address}:{self.port}",
             "--tftp",
-            "127.0.0.1:0",
+            f"{self.address}:0",
             "--state",
             str(self.state),
             "--data",
             str(self.data),
+            *(["--state-url", self.state_url] if self.state_url else []),
         ]
 
     def start(self) -> None:
@@ -70,7 +84,8 @@ class ServeProcess:
             self.proc = subprocess.Popen(self.command(), stdout=stdout, stderr=stderr)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            found = re.search(rb"TFTP +127\.0\.0\.1 port (\d+)", out.read_bytes())
+            pattern = rb"TFTP +" + re.escape(self.address.encode()) + rb" port (\d+)"
+            found = re.search(pattern, out.read_bytes())
             if found:
                 self.tftp_port = int(found.group(1))
                 return
@@ -99,21 +114,32 @@ class ServeProcess:
         """Everything serve logged so far."""
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def secret(self) -> bytes:
+        """The token secret, from the state directory or the shared database."""
+        if self.state_url:
+            if self._shared_secret is None:  # read once: the database may be stopped later
+                import psycopg
+
+                with psycopg.connect(self.state_url) as conn:
+                    row = conn.execute("SELECT value FROM secret").fetchone()
+                    assert row is not None
+                    self._shared_secret = bytes.fromhex(row[0])
+            return self._shared_secret
+        return bytes.fromhex((self.state / SECRET_FILE).read_text().strip())
+
     def token(self, host: str, build: int = 1) -> str:
-        """The host's token, from the state directory's secret."""
-        secret = bytes.fromhex((self.state / SECRET_FILE).read_text().strip())
-        return host_token(secret, host, build)
+        """The host's token, from the state's secret."""
+        return host_token(self.secret(), host, build)
 
     def secrets_path(self, host: str, build: int = 1) -> str:
         """The URL path of the build's one-time secrets."""
-        secret = bytes.fromhex((self.state / SECRET_FILE).read_text().strip())
-        return f"/ks/{host}/{secrets_token(secret, host, build)}/secrets"
+        return f"/ks/{host}/{secrets_token(self.secret(), host, build)}/secrets"
 
     def request(
         self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], bytes]:
         """One HTTP request on a fresh connection: status, headers, body."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn = http.client.HTTPConnection(self.address, self.port, timeout=30)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
@@ -132,12 +158,14 @@ class ServeProcess:
 
     def tftp(self, name: str, source: str = "127.0.0.1") -> bytes:
         """Fetch a file with curl's TFTP client from address ``source``."""
-        return curl_tftp(self.tftp_port, name, self.root / "tftp.out", "--interface", source)
+        return curl_tftp(
+            self.tftp_port, name, self.root / "tftp.out", "--interface", source, host=self.address
+        )
 
 
-def curl_tftp(port: int, name: str, out: Path, *options: str) -> bytes:
-    """Fetch ``name`` from a TFTP server on loopback ``port`` with curl, through ``out``."""
+def curl_tftp(port: int, name: str, out: Path, *options: str, host: str = "127.0.0.1") -> bytes:
+    """Fetch ``name`` from a TFTP server on loopback ``host:port`` with curl, through ``out``."""
     out.unlink(missing_ok=True)
-    url = f"tftp://127.0.0.1:{port}/{name}"
+    url = f"tftp://{host}:{port}/{name}"
     subprocess.run(["curl", "-sS", "--fail", *options, "-o", str(out), url], check=True, timeout=30)
     return out.read_bytes()

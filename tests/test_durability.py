@@ -40,12 +40,25 @@ for db in dbs:
 """
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[ServeProcess]:
+def serve_process(tmp_path: Path, state_url: str | None = None) -> ServeProcess:
     data = tmp_path / "releases"
     (data / "5.0" / "isolinux").mkdir(parents=True)
     (data / "5.0" / "isolinux" / "small.bin").write_bytes(os.urandom(4096))
-    server = ServeProcess(tmp_path, TRIALS, tmp_path / "state", data)
+    return ServeProcess(tmp_path, TRIALS, tmp_path / "state", data, state_url=state_url)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[ServeProcess]:
+    server = serve_process(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_serve(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServeProcess]:
+    """`photonkick serve` with its state in SQLite, or in a fresh PostgreSQL database."""
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    server = serve_process(tmp_path, url)
     yield server
     server.stop()
 
@@ -57,9 +70,10 @@ def host_json(serve: ServeProcess, name: str) -> dict[str, object]:
     return found
 
 
-def test_acknowledged_callbacks_survive_kill_9(serve: ServeProcess) -> None:
+def test_acknowledged_callbacks_survive_kill_9(any_serve: ServeProcess) -> None:
     """Each 200 is followed at once by SIGKILL; after a restart the API and the boot config
     both show the callback (and each rearm) every time."""
+    serve = any_serve
     lost: list[str] = []
     for i in range(TRIALS + REARM_TRIALS):
         serve.start()
@@ -164,10 +178,27 @@ def check_recovered(serve: ServeProcess, host: int, source: str) -> None:
     assert logged.count("timeline: cannot write to the database") == 1, logged
 
 
-def test_a_write_locked_database_does_not_stop_booting(serve: ServeProcess) -> None:
+@contextmanager
+def locked(serve: ServeProcess) -> Iterator[None]:
+    """Another process holds the write lock of the server's store until the block ends."""
+    if serve.state_url is None:
+        with write_lock(*(serve.state / db for db in ("timeline.db", "state.db", "secrets.db"))):
+            yield
+        return
+    import psycopg
+
+    from photonkick.server.store_pg import WRITE_LOCK
+
+    with psycopg.connect(serve.state_url, autocommit=True) as locker:
+        locker.execute("SELECT pg_advisory_lock(%s)", (WRITE_LOCK,))
+        yield
+
+
+def test_a_write_locked_database_does_not_stop_booting(any_serve: ServeProcess) -> None:
+    serve = any_serve
     serve.start()
     assert serve.callback("h00", "installed")[0] == 200
-    with write_lock(*(serve.state / db for db in ("timeline.db", "state.db", "secrets.db"))):
+    with locked(serve):
         check_serving_while_sick(serve, 1, "127.0.0.2")
         assert serve.callback("h03", "installed")[0] == 503  # and this host gives up
     # What was refused is stored by the server itself once the database takes writes again.
@@ -180,9 +211,14 @@ def test_a_write_locked_database_does_not_stop_booting(serve: ServeProcess) -> N
 
 def stored_kinds(serve: ServeProcess, host: str) -> list[str]:
     """The host's event kinds as the database has them (not what the server holds)."""
+    query = "SELECT kind FROM events WHERE host = ? ORDER BY id"
+    if serve.state_url is not None:
+        import psycopg
+
+        with psycopg.connect(serve.state_url) as conn:
+            return [kind for (kind,) in conn.execute(query.replace("?", "%s"), (host,))]
     with closing(sqlite3.connect(serve.state / "timeline.db")) as db:
-        rows = db.execute("SELECT kind FROM events WHERE host = ? ORDER BY id", (host,))
-        return [kind for (kind,) in rows]
+        return [kind for (kind,) in db.execute(query, (host,))]
 
 
 def need_root() -> None:

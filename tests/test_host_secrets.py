@@ -25,6 +25,7 @@ from photonkick.kickstarts.host_secrets import parse_secrets_document
 from photonkick.server.fleet import HostRun
 from photonkick.server.report import build_report, format_report
 from photonkick.server.secrets_gate import SecretsLedger
+from photonkick.server.state import StateDir
 from photonkick.server.timeline import Timeline
 
 SPEC = (
@@ -206,8 +207,17 @@ def test_concurrent_fetches_hand_out_the_secrets_once(lab: Lab) -> None:
     assert len(lab.host("iso01")["alarms"]) == 15
 
 
-def test_ledger_claims_are_atomic_across_threads_and_connections(tmp_path: Path) -> None:
-    ledgers = [SecretsLedger(tmp_path / "secrets.db") for _ in range(2)]
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_ledger_claims_are_atomic_across_threads_and_connections(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "sqlite":
+        ledgers = [SecretsLedger(tmp_path / "secrets.db") for _ in range(2)]
+    else:  # two servers' ledgers on one database
+        url = request.getfixturevalue("pg_url")
+        states = [StateDir(tmp_path / f"s{i}", url) for i in range(2)]
+        request.addfinalizer(lambda: [state.close() for state in states])
+        ledgers = [SecretsLedger(state.store("secrets")) for state in states]
     winners: list[str] = []
     lock = threading.Lock()
 

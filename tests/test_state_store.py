@@ -1,5 +1,9 @@
 """The state store and the timeline under many threads and two processes, and the rules a
-callback follows within one build (the phase only moves forward, a replay is stored once)."""
+callback follows within one build (the phase only moves forward, a replay is stored once).
+
+Every test that touches a store runs against both backends: SQLite files in the state
+directory and a real PostgreSQL (a throwaway cluster, see pg_fixture).
+"""
 
 from __future__ import annotations
 
@@ -7,23 +11,86 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from photonkick.server.state import StateDir
+from photonkick.server.store_pg import WRITE_LOCK
 from photonkick.server.timeline import (
     FAILED,
     LATE_FAILURE,
     REARMED,
     Event,
+    StoreUnavailable,
     Timeline,
     callback_effect,
 )
 
 THREADS = 16
 ROUNDS = 200
+OPEN_STATE = (
+    "import sys\nfrom pathlib import Path\nfrom photonkick.server.state import StateDir\n"
+    "s = StateDir(Path(sys.argv[1]), sys.argv[2] or None)\n"
+)
+
+
+class Backend:
+    """Opens the state and the timeline of one test, in SQLite or in PostgreSQL."""
+
+    def __init__(self, folder: Path, url: str | None) -> None:
+        self.folder = folder
+        self.url = url
+        self._opened: list[StateDir] = []
+
+    def state(self) -> StateDir:
+        state = StateDir(self.folder, self.url)
+        self._opened.append(state)
+        return state
+
+    def timeline(self) -> Timeline:
+        """A timeline of its own (its own connections), as another process would have."""
+        return Timeline(self.state().store("timeline"))
+
+    def args(self) -> list[str]:
+        """The state's command-line arguments for OPEN_STATE."""
+        return [str(self.folder), self.url or ""]
+
+    @contextmanager
+    def write_locked(self) -> Iterator[None]:
+        """Another connection holds the store's write lock until the block ends."""
+        if self.url is None:
+            locker = sqlite3.connect(self.folder / "timeline.db", isolation_level=None)
+            locker.execute("BEGIN EXCLUSIVE")
+            try:
+                yield
+            finally:
+                locker.execute("ROLLBACK")
+                locker.close()
+            return
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as locker:
+            locker.execute("SELECT pg_advisory_lock(%s)", (WRITE_LOCK,))
+            yield
+
+    def close(self) -> None:
+        for state in self._opened:
+            state.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """The state in the state directory's SQLite, or in a fresh PostgreSQL database."""
+    url = None
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_url")
+    opened = Backend(tmp_path, url)
+    yield opened
+    opened.close()
 
 
 def run_threads(work: Callable[[int], None], threads: int = THREADS) -> list[BaseException]:
@@ -46,8 +113,8 @@ def run_threads(work: Callable[[int], None], threads: int = THREADS) -> list[Bas
     return errors
 
 
-def test_next_build_from_16_threads_loses_nothing(tmp_path: Path) -> None:
-    state = StateDir(tmp_path)
+def test_next_build_from_16_threads_loses_nothing(backend: Backend) -> None:
+    state = backend.state()
     seen: list[int] = []
     lock = threading.Lock()
 
@@ -65,40 +132,53 @@ def test_next_build_from_16_threads_loses_nothing(tmp_path: Path) -> None:
     assert state.build("web01").build == 1 + total
     # Each call started a build of its own: no two callers were handed the same number.
     assert sorted(seen) == list(range(2, 2 + total))
-    state.close()
 
 
-def test_next_build_from_two_processes_loses_nothing(tmp_path: Path) -> None:
-    script = (
-        "import sys\nfrom pathlib import Path\nfrom photonkick.server.state import StateDir\n"
-        "s = StateDir(Path(sys.argv[1]))\n"
-        "for _ in range(200): s.next_build('web01')\n"
-    )
-    StateDir(tmp_path).close()
+def test_next_build_from_two_processes_loses_nothing(backend: Backend) -> None:
+    script = OPEN_STATE + "for _ in range(200): s.next_build('web01')\n"
+    backend.state()
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stderr=subprocess.PIPE)
+        subprocess.Popen([sys.executable, "-c", script, *backend.args()], stderr=subprocess.PIPE)
         for _ in range(2)
     ]
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
-    assert StateDir(tmp_path).build("web01").build == 1 + 2 * 200
+    assert backend.state().build("web01").build == 1 + 2 * 200
 
 
-def test_version_changes_with_a_commit_by_another_connection(tmp_path: Path) -> None:
-    state = StateDir(tmp_path)
+def test_version_changes_with_a_commit_by_another_connection(backend: Backend) -> None:
+    state = backend.state()
+    wait_listening(state)
     before = state.version()
     assert state.version() == before
-    other = StateDir(tmp_path)
+    other = backend.state()
     other.next_build("web01")
-    assert state.version() != before
-    state.close()
-    other.close()
+    assert wait_for_change(state, before)
 
 
-def test_timeline_from_16_threads(tmp_path: Path) -> None:
+def wait_listening(state: StateDir) -> None:
+    """Until a shared store's version stays put (it listens for changes); at once for SQLite."""
+    deadline = time.monotonic() + 10
+    while state.version() != state.version():
+        assert time.monotonic() < deadline, "the store never started listening"
+        time.sleep(0.02)
+
+
+def wait_for_change(state: StateDir, before: tuple[int, int], timeout: float = 1.0) -> bool:
+    """Whether ``state.version()`` moves on from ``before`` within ``timeout`` seconds (a
+    notification takes milliseconds to arrive; a SQLite commit is seen at once)."""
+    deadline = time.monotonic() + timeout
+    while state.version() == before:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_timeline_from_16_threads(backend: Backend) -> None:
     """Fetch events, callbacks, rearms and every read at once: no error, nothing lost."""
-    timeline = Timeline(tmp_path / "timeline.db")
+    timeline = backend.timeline()
 
     def work(i: int) -> None:
         host = f"h{i:02d}"
@@ -120,7 +200,7 @@ def test_timeline_from_16_threads(tmp_path: Path) -> None:
     assert errors == []
     timeline.close()
 
-    reopened = Timeline(tmp_path / "timeline.db")
+    reopened = backend.timeline()
     for i in range(THREADS):
         kinds = [e.kind for e in reopened.events(f"h{i:02d}", 1)]
         assert kinds.count("config") == ROUNDS
@@ -132,8 +212,8 @@ def test_timeline_from_16_threads(tmp_path: Path) -> None:
     reopened.close()
 
 
-def test_one_replayed_callback_from_16_threads_is_stored_once(tmp_path: Path) -> None:
-    timeline = Timeline(tmp_path / "timeline.db")
+def test_one_replayed_callback_from_16_threads_is_stored_once(backend: Backend) -> None:
+    timeline = backend.timeline()
     stored: list[Event] = []
 
     def work(i: int) -> None:
@@ -147,22 +227,19 @@ def test_one_replayed_callback_from_16_threads_is_stored_once(tmp_path: Path) ->
     timeline.close()
 
 
-def test_reads_see_pending_events_without_writing(tmp_path: Path) -> None:
+def test_reads_see_pending_events_without_writing(backend: Backend) -> None:
     """Another process holds the write lock: records wait in memory, reads still see them,
     and they are stored once the lock is gone."""
-    timeline = Timeline(tmp_path / "timeline.db")
-    locker = sqlite3.connect(tmp_path / "timeline.db", isolation_level=None)
-    locker.execute("BEGIN EXCLUSIVE")
-    try:
+    timeline = backend.timeline()
+    with backend.write_locked():
         timeline.record("web01", 1, "config", "pxelinux config", "192.0.2.9")
         timeline.bind_ip("web01", "192.0.2.9")
         assert [e.kind for e in timeline.events("web01", 1)] == ["config"]
         assert timeline.boot_ips() == {"web01": "192.0.2.9"}
-    finally:
-        locker.execute("ROLLBACK")
-        locker.close()
+        with pytest.raises(StoreUnavailable):
+            timeline.flush()
     timeline.flush()
-    fresh = Timeline(tmp_path / "timeline.db")
+    fresh = backend.timeline()
     assert [e.kind for e in fresh.events("web01", 1)] == ["config"]
     assert fresh.boot_ips() == {"web01": "192.0.2.9"}
     fresh.close()
@@ -198,8 +275,8 @@ def test_callback_effect(
     assert callback_effect(_events(*before), kind, detail, disarmed=disarmed) == effect
 
 
-def test_callback_replays_and_late_failures(tmp_path: Path) -> None:
-    timeline = Timeline(tmp_path / "timeline.db")
+def test_callback_replays_and_late_failures(backend: Backend) -> None:
+    timeline = backend.timeline()
     assert timeline.record_callback("web01", 1, FAILED, "line 9 (useradd)") is not None
     assert timeline.record_callback("web01", 1, FAILED, "line 9 (useradd)") is None
     assert timeline.is_disarmed("web01", 1)
@@ -215,28 +292,27 @@ def test_callback_replays_and_late_failures(tmp_path: Path) -> None:
     timeline.close()
 
 
-def test_every_thread_sees_a_commit_by_another_process(tmp_path: Path) -> None:
-    state = StateDir(tmp_path)
-    seen_before: list[tuple[int, int]] = []
+def test_every_thread_sees_a_commit_by_another_process(backend: Backend) -> None:
+    state = backend.state()
+    wait_listening(state)
+    seen_before: dict[int, tuple[int, int]] = {}
     committed = threading.Event()
     ready = threading.Barrier(THREADS + 1)
     changed: list[bool] = []
 
     def work(i: int) -> None:
-        seen_before.append(state.version())
+        seen_before[i] = state.version()
         ready.wait()
         committed.wait(30)
-        changed.append(state.version() not in seen_before)
+        changed.append(wait_for_change(state, seen_before[i]))
 
     pool = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
     for thread in pool:
         thread.start()
     ready.wait()
-    script = "import sys\nfrom pathlib import Path\nfrom photonkick.server.state import StateDir\n"
-    script += "StateDir(Path(sys.argv[1])).next_build('web01')\n"
-    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=60)
+    script = OPEN_STATE + "s.next_build('web01')\n"
+    subprocess.run([sys.executable, "-c", script, *backend.args()], check=True, timeout=60)
     committed.set()
     for thread in pool:
         thread.join(30)
     assert changed == [True] * THREADS
-    state.close()
