@@ -9,6 +9,7 @@ from pathlib import Path
 
 from photonkick.kickstarts.errors import PhotonkickError
 from photonkick.kickstarts.kickstart import BuildInfo
+from photonkick.server.files import read_or_create_secret
 from photonkick.server.sqlite_threads import ChangeWatch, ThreadConnections, check_writable
 
 SECRET_FILE = "secret"
@@ -107,12 +108,4 @@ def _reason(exc: BaseException) -> str:
 
 
 def _read_or_create_secret(path: Path) -> bytes:
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except FileNotFoundError:
-        pass
-    value = secrets.token_hex(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
-    return bytes.fromhex(value)
+    return bytes.fromhex(read_or_create_secret(path, lambda: secrets.token_hex(32)))
