@@ -86,8 +86,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     """Print one host's kickstart (tokens redacted; --reveal: tokens and secrets embedded)."""
     spec, inventory = load_spec(args)
     host = find_host(inventory, args.name, spec)
-    if host is None:
-        return EXIT_BAD_INPUT
     reveal = args.reveal or args.guestinfo
     build = state_for(args, spec, inventory).build(host.name)
     text = dumps(
@@ -215,8 +213,7 @@ def cmd_example(args: argparse.Namespace) -> int:
     try:
         spec, secret = write_example(Path(args.out), password)
     except ExampleError as exc:
-        print(f"photonkick: {exc}; nothing was changed", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise UsageError(f"{exc}; nothing was changed") from None
     print(
         f"wrote {spec} and {secret} (a random database password, mode 0600)\n"
         f"next: photonkick check {shlex.quote(str(spec))}"
@@ -347,8 +344,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``photonkick`` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.verb == "show" and args.spec and not args.example and args.name is None:
-        parser.error("show needs SPEC and NAME")
     try:
         code: int = args.func(args)
         return code

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from photonkick.kickstarts.errors import UsageError
+
 if TYPE_CHECKING:
     import argparse
 
@@ -18,6 +20,10 @@ if TYPE_CHECKING:
     from photonkick.server.state import StateDir
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class HostNotFound(UsageError):
+    """The command line names a host the spec does not have."""
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -40,10 +46,11 @@ def example_spec() -> Path:
 
 
 def spec_path(args: argparse.Namespace) -> Path:
+    """The spec the command line names (``--example``: the bundled one); UsageError if none."""
     if args.example:
         return example_spec()
     if args.spec is None:
-        raise SystemExit("photonkick: give a SPEC file, or --example for the bundled one")
+        raise UsageError("give a SPEC file, or --example for the bundled one")
     return Path(args.spec)
 
 
@@ -110,11 +117,10 @@ def progress_printer(label: str) -> Callable[[int, int], None]:
     return show
 
 
-def find_host(inventory: Inventory, name: str, spec: Path) -> Host | None:
-    """The named host, or None after telling the user which hosts there are."""
+def find_host(inventory: Inventory, name: str, spec: Path) -> Host:
+    """The named host; HostNotFound, naming the hosts there are, if the spec has none such."""
     try:
         return inventory.host(name)
     except KeyError:
         names = ", ".join(h.name for h in inventory.hosts)
-        print(f"photonkick: no host {name!r} in {spec} (hosts: {names})", file=sys.stderr)
-        return None
+        raise HostNotFound(f"no host {name!r} in {spec} (hosts: {names})") from None

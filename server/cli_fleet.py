@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from photonkick.kickstarts.errors import UsageError
 from photonkick.kickstarts.spec import Inventory
 from photonkick.server.cli_common import (
-    EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -41,16 +41,13 @@ CLOSE_GRACE = 0.5
 """Seconds logging out of vSphere may take after a stop before `up` leaves without it."""
 
 
-def bad_input_exits_2(command: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
-    """Turn a FleetInputError into one line and exit code 2, and Ctrl-C anywhere (even
-    while starting) into exit code 130 without a traceback."""
+def interrupt_exits_130(command: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """Turn Ctrl-C anywhere (even while starting) into one line and exit code 130 without a
+    traceback."""
 
     def run(args: argparse.Namespace) -> int:
         try:
             return command(args)
-        except FleetInputError as exc:
-            print(f"photonkick: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
         except KeyboardInterrupt:
             print("photonkick: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -183,27 +180,25 @@ def close_driver(driver: VmDriver, wait: float | None = None) -> None:
     closing.join(wait)
 
 
-@bad_input_exits_2
+@interrupt_exits_130
 def cmd_up(args: argparse.Namespace) -> int:
     """Create the spec's VMs on ESXi or vCenter, boot them and follow them to ready."""
     return run_up(args, rebuild=args.rebuild)
 
 
-@bad_input_exits_2
+@interrupt_exits_130
 def cmd_rebuild(args: argparse.Namespace) -> int:
     """Destroy and recreate hosts (same name and MAC, new tokens) and follow them to ready."""
     if not args.names:
-        print("photonkick: rebuild needs host names", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise UsageError("rebuild needs host names")
     return run_up(args, rebuild=True)
 
 
-@bad_input_exits_2
+@interrupt_exits_130
 def cmd_down(args: argparse.Namespace) -> int:
     """Power off and delete hosts' VMs (all hosts with --all)."""
     if not args.names and not args.all:
-        print("photonkick: down needs host names, or --all", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise UsageError("down needs host names, or --all")
     with fleet_session(args) as (_, inventory, state, timeline):
         driver = connect_driver(inventory, state)
         try:
@@ -215,7 +210,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     return EXIT_FAILED if any(r.outcome == "error" for r in runs) else EXIT_OK
 
 
-@bad_input_exits_2
+@interrupt_exits_130
 def cmd_status(args: argparse.Namespace) -> int:
     """Show each host's VM (power, IP) and its last timeline."""
     with fleet_session(args) as (_, inventory, state, timeline):

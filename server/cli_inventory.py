@@ -16,7 +16,6 @@ from photonkick.server.ansible_inventory import (
     static_inventory,
 )
 from photonkick.server.cli_common import (
-    EXIT_BAD_INPUT,
     EXIT_OK,
     find_host,
     load_spec,
@@ -46,8 +45,6 @@ def cmd_inventory(args: argparse.Namespace) -> int:
         seen = last_seen_ips(state_path(args, spec) / "timeline.db", names)
     if args.host is not None:
         host = find_host(inventory, args.host, spec)
-        if host is None:
-            return EXIT_BAD_INPUT
         print(json.dumps(host_vars(host, seen.get(host.name)), indent=2, sort_keys=True))
     elif args.list:
         print(json.dumps(script_list(inventory, seen), indent=2, sort_keys=True))

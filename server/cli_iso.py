@@ -7,11 +7,11 @@ import shlex
 import sys
 from pathlib import Path
 
+from photonkick.kickstarts.errors import UsageError
 from photonkick.kickstarts.host_secrets import secret_items
 from photonkick.kickstarts.kickstart import build_kickstart, dumps
 from photonkick.pxe.isoboot import seed_boot_param
 from photonkick.server.cli_common import (
-    EXIT_BAD_INPUT,
     EXIT_OK,
     find_host,
     load_spec,
@@ -57,11 +57,7 @@ def cmd_import_iso(args: argparse.Namespace) -> int:
     if args.spec is not None and not args.example:
         problem = _not_a_spec(Path(args.spec))
         if problem:
-            print(
-                f"photonkick: {problem} (photonkick import-iso [SPEC] PHOTON.iso)",
-                file=sys.stderr,
-            )
-            return EXIT_BAD_INPUT
+            raise UsageError(f"{problem} (photonkick import-iso [SPEC] PHOTON.iso)")
     data = releases_dir(args)
     result = import_iso(
         Path(args.iso),
@@ -99,8 +95,6 @@ def cmd_iso(args: argparse.Namespace) -> int:
     """Write an unattended ISO for one host: a remastered full ISO, or a small seed ISO."""
     spec, inventory = load_spec(args)
     host = find_host(inventory, args.name, spec)
-    if host is None:
-        return EXIT_BAD_INPUT
     build = state_for(args, spec, inventory).build(host.name)
     embed = args.embed_secrets
     kickstart = dumps(build_kickstart(host, inventory, build, embed_secrets=embed)).encode()

@@ -1,7 +1,8 @@
-"""Files written whole or not at all: a temporary file beside the target, then a rename.
+"""File safety in one place: whole-or-nothing writes and private (0600) files created once.
 
-A reader (or a crash) never sees a half-written file under its real name. The temporary
-file is named ``.<name>.<random>.part`` in the target's folder (``PARTIAL_GLOB`` finds the
+Files written whole or not at all: a temporary file beside the target, then a rename. A
+reader (or a crash) never sees a half-written file under its real name. The temporary file
+is named ``.<name>.<random>.part`` in the target's folder (``PARTIAL_GLOB`` finds the
 ones a killed process left behind), gets its final mode before the rename, and is flushed
 to disk, as is the folder entry, before the function returns.
 """
@@ -52,6 +53,28 @@ def write_atomic_with(
         Path(tmp).unlink(missing_ok=True)
         raise
     _sync_folder(path.parent)
+
+
+def create_exclusive(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Create ``path`` with ``data`` and permissions ``mode``; FileExistsError if it exists.
+
+    The file never exists with looser permissions than ``mode`` (less the umask), not even
+    for a moment.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def read_or_create_secret(path: Path, generate: Callable[[], str]) -> str:
+    """The secret kept in ``path``, created from ``generate()`` as a 0600 file when missing."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    value = generate()
+    create_exclusive(path, (value + "\n").encode())
+    return value
 
 
 def _sync_folder(folder: Path) -> None:

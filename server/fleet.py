@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from photonkick.kickstarts.errors import PhotonkickError
+from photonkick.kickstarts.errors import PhotonkickError, UsageError
 from photonkick.kickstarts.kickstart import build_kickstart, dumps
 from photonkick.kickstarts.spec import Host, Inventory
 from photonkick.server.guestinfo_channel import (
@@ -54,7 +54,7 @@ class FleetError(PhotonkickError):
     """A host cannot be brought up as asked (before anything was created for it)."""
 
 
-class FleetInputError(FleetError):
+class FleetInputError(FleetError, UsageError):
     """The command line or the spec asks for something impossible (nothing was done)."""
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from photonkick.kickstarts.artifacts import Tree
 from photonkick.kickstarts.errors import PhotonkickError
+from photonkick.server.files import create_exclusive
 
 MARKER = ".photonkick-render"
 
@@ -34,9 +34,7 @@ def write_tree(tree: Tree, outdir: Path) -> None:
             target = staging.joinpath(*rel.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             mode = 0o600 if artifact.private else 0o644
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            with os.fdopen(fd, "wb") as f:
-                f.write(artifact.content)
+            create_exclusive(target, artifact.content, mode)
         (staging / MARKER).write_text("rendered by photonkick\n")
         staging.chmod(0o755)
         _swap(staging, outdir)

@@ -6,7 +6,6 @@ import errno
 import ipaddress
 import json
 import logging
-import os
 import secrets
 import signal
 import socket
@@ -24,6 +23,7 @@ from waitress import wasyncore
 from photonkick.kickstarts.errors import PhotonkickError, SpecError, UsageError
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.spec import Inventory
+from photonkick.server.files import read_or_create_secret
 from photonkick.server.http import create_app
 from photonkick.server.http_server import http_server
 from photonkick.server.install_log import InstallLogs
@@ -53,15 +53,7 @@ class Listen:
 
 def admin_token(state: Path) -> str:
     """The admin token, generated at first start into a 0600 file."""
-    path = state / ADMIN_TOKEN_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        token = secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-        return token
+    return read_or_create_secret(state / ADMIN_TOKEN_FILE, lambda: secrets.token_urlsafe(32))
 
 
 def server_id(listen: Listen) -> str:

@@ -10,7 +10,6 @@ dialects share (``?`` placeholders, ``ON CONFLICT``, ``RETURNING``).
 
 from __future__ import annotations
 
-import os
 import secrets
 import sqlite3
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from photonkick.kickstarts.errors import PhotonkickError
+from photonkick.server.files import read_or_create_secret
 from photonkick.server.sqlite_threads import ChangeWatch, ThreadConnections
 from photonkick.server.sqlite_threads import check_writable as check_sqlite_writable
 from photonkick.server.store_schema import SchemaTooNew, migrate_sqlite
@@ -228,15 +228,7 @@ class SqliteBackend:
 
 
 def _read_or_create_secret(path: Path) -> bytes:
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except FileNotFoundError:
-        pass
-    value = new_secret()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
-    return bytes.fromhex(value)
+    return bytes.fromhex(read_or_create_secret(path, new_secret))
 
 
 def new_secret() -> str:

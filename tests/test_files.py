@@ -10,7 +10,13 @@ from typing import BinaryIO
 
 import pytest
 
-from photonkick.server.files import PARTIAL_GLOB, write_atomic, write_atomic_with
+from photonkick.server.files import (
+    PARTIAL_GLOB,
+    create_exclusive,
+    read_or_create_secret,
+    write_atomic,
+    write_atomic_with,
+)
 
 
 def _names(folder: Path) -> list[str]:
@@ -95,3 +101,31 @@ def test_a_full_disk_keeps_the_old_file_and_leaves_no_partial(small_fs: Path) ->
     assert caught.value.errno == 28  # ENOSPC
     assert target.read_text() == "old\n"
     assert _names(small_fs) == ["manifest.json"]
+
+
+def test_a_secret_is_created_once_as_a_private_file_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "admin-token"
+    made: list[str] = []
+
+    def generate() -> str:
+        made.append("tok3n")
+        return "tok3n"
+
+    old = os.umask(0)
+    try:
+        assert read_or_create_secret(path, generate) == "tok3n"
+        assert read_or_create_secret(path, generate) == "tok3n"
+    finally:
+        os.umask(old)
+    assert made == ["tok3n"]
+    assert path.read_text() == "tok3n\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_create_exclusive_never_overwrites(tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    create_exclusive(path, b"first")
+    with pytest.raises(FileExistsError):
+        create_exclusive(path, b"second")
+    assert path.read_bytes() == b"first"
+    assert path.stat().st_mode & 0o077 == 0

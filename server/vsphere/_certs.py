@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import ssl
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from photonkick.server.files import write_atomic
 from photonkick.server.vsphere import DriverError
 
 log = logging.getLogger("photonkick.server.vsphere")
@@ -138,14 +137,7 @@ class Trust:
             pass
         pem = fetch_certificate(self.host, self.port, self.timeout)
         pin_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=pin_file.parent, prefix=".pin-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(pem)
-            os.replace(tmp, pin_file)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_atomic(pin_file, pem, 0o600)
         log.warning(
             "pinned the TLS certificate of %s:%s on first use (SHA-256 %s) in %s",
             self.host,
