@@ -21,6 +21,7 @@ from photonkick.kickstarts.spec import DHCP_MODES
 from photonkick.pxe.dhcp import dhcp_instructions
 from photonkick.pxe.names import TFTP
 from photonkick.pxe.tree import build_boot_tree
+from photonkick.server.boot_server import BootServer, Listen, ListenError, serve_forever
 from photonkick.server.cli_common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -45,7 +46,6 @@ from photonkick.server.example import (
 )
 from photonkick.server.loaders import loader_files, loader_report
 from photonkick.server.output import write_tree
-from photonkick.server.serve import BootServer, Listen, ListenError, serve_forever
 
 INSTALLER_FROM = {"spec": "", "iso": " (from the imported ISO)", "assumed": " (assumed)"}
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import argparse
 
     from photonkick.kickstarts.spec import Host, Inventory
-    from photonkick.server.state import StateDir
+    from photonkick.server.state_dir import StateDir
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -80,7 +80,7 @@ def state_url(args: argparse.Namespace, inventory: Inventory | None) -> str | No
 
 def state_for(args: argparse.Namespace, spec: Path, inventory: Inventory | None = None) -> StateDir:
     """The state: the state directory, and the shared store when one is configured."""
-    from photonkick.server.state import StateDir
+    from photonkick.server.state_dir import StateDir
 
     return StateDir(state_path(args, spec), state_url(args, inventory))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from photonkick.kickstarts.errors import UsageError
 from photonkick.kickstarts.spec import Inventory
+from photonkick.server.boot_server import BootServer, listen_for, running_server
 from photonkick.server.cli_common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -28,12 +29,11 @@ from photonkick.server.fleet import (
     creation_problem,
     select_hosts,
 )
+from photonkick.server.host_status import host_status
 from photonkick.server.package_progress import stored_progress
 from photonkick.server.progress import Progress, quiet_waitress_queue
 from photonkick.server.report import build_report, format_report, report_json
-from photonkick.server.serve import BootServer, listen_for, running_server
-from photonkick.server.state import StateDir
-from photonkick.server.status import host_status
+from photonkick.server.state_dir import StateDir
 from photonkick.server.timeline import Timeline
 from photonkick.server.vsphere import Placement, VmDriver
 

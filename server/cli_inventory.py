@@ -22,7 +22,7 @@ from photonkick.server.cli_common import (
     state_path,
     state_url,
 )
-from photonkick.server.state import StateDir
+from photonkick.server.state_dir import StateDir
 
 SPEC_VARIABLE = "PHOTONKICK_SPEC"
 """Where the spec is when Ansible runs the command as an inventory script (no SPEC argument)."""

@@ -14,11 +14,11 @@ from pathlib import Path
 from photonkick.kickstarts.errors import SpecError
 from photonkick.kickstarts.spec import Inventory
 from photonkick.pxe.dnsmasq_conf import dnsmasq_config, reservations
+from photonkick.server.boot_server import BootServer
+from photonkick.server.boot_service import BootService
 from photonkick.server.dhcp_log import DhcpEvent, DhcpLogParser, Leases
 from photonkick.server.dhcp_site import OFF_HINT, DhcpPlan, DhcpSetupError, resolve_site, with_mode
 from photonkick.server.files import write_atomic
-from photonkick.server.serve import BootServer
-from photonkick.server.service import BootService
 from photonkick.server.supervisor import ChildFailed, Supervisor
 from photonkick.server.timeline import Timeline
 

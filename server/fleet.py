@@ -34,9 +34,9 @@ from photonkick.server.guestinfo_channel import (
     wait_closed,
     watching_guestinfo,
 )
+from photonkick.server.host_status import host_status
 from photonkick.server.iso_build import remaster_iso
-from photonkick.server.state import StateDir
-from photonkick.server.status import host_status
+from photonkick.server.state_dir import StateDir
 from photonkick.server.timeline import FAILED, PHASES, Timeline
 from photonkick.server.vsphere import DriverError, Stop, VmDriver, VmHandle, VmRequest
 

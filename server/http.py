@@ -14,11 +14,11 @@ from werkzeug.http import parse_range_header
 
 from photonkick.kickstarts.spec import Host
 from photonkick.kickstarts.tokens import same_token
+from photonkick.server.boot_service import BootService
+from photonkick.server.host_status import HostStatus, host_status
 from photonkick.server.install_log import BadLogRequest, InstallLogs, parse_query
 from photonkick.server.log_safety import protect_logs
 from photonkick.server.secrets_gate import SecretsGate
-from photonkick.server.service import BootService
-from photonkick.server.status import HostStatus, host_status
 from photonkick.server.timeline import FAILED, PHASES, StoreUnavailable
 from photonkick.templates import render
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from photonkick.kickstarts.host_secrets import secret_items, secrets_token
 from photonkick.kickstarts.spec import Host
 from photonkick.kickstarts.tokens import host_token, token_matches
+from photonkick.server.boot_service import BootService
 from photonkick.server.installer_phases import findings, meaningful
 from photonkick.server.log_safety import redact_tokens
-from photonkick.server.service import BootService
 from photonkick.server.timeline import (
     FAILED,
     REARMED,

@@ -28,7 +28,7 @@ from photonkick.kickstarts.host_secrets import (
     secrets_token_matches,
 )
 from photonkick.kickstarts.tokens import token_matches
-from photonkick.server.service import BootService
+from photonkick.server.boot_service import BootService
 from photonkick.server.store import SqliteStore, Store
 from photonkick.server.timeline import ALARM, REARMED
 

@@ -30,7 +30,7 @@ from pyVmomi import vim
 from photonkick.kickstarts.kickstart import build_kickstart
 from photonkick.kickstarts.spec import Inventory
 from photonkick.kickstarts.tokens import callback_base, kickstart_url
-from photonkick.server.state import StateDir
+from photonkick.server.state_dir import StateDir
 from photonkick.server.timeline import Timeline
 
 

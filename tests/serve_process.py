@@ -15,7 +15,7 @@ from ports import free_port
 
 from photonkick.kickstarts.host_secrets import secrets_token
 from photonkick.kickstarts.tokens import host_token
-from photonkick.server.state import SECRET_FILE
+from photonkick.server.state_dir import SECRET_FILE
 
 START_TIMEOUT = 30.0
 MAC = "00:50:56:00:30:{:02x}"

@@ -167,7 +167,7 @@ CAUGHT = {
     "import subprocess": "imports subprocess",
     "import threading": "imports threading",
     "from threading import Thread": "imports threading",
-    "from photonkick.server.state import StateDir": "imports photonkick.server",
+    "from photonkick.server.state_dir import StateDir": "imports photonkick.server",
 }
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from serve_process import ServeProcess, config_name
 
-from photonkick.server.state import StateDir
+from photonkick.server.state_dir import StateDir
 from photonkick.server.timeline import Timeline
 
 TRIALS = 30

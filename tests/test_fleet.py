@@ -26,7 +26,7 @@ from photonkick.server.fleet import (
     HostRun,
     UpOptions,
 )
-from photonkick.server.state import StateDir
+from photonkick.server.state_dir import StateDir
 from photonkick.server.timeline import FAILED, Timeline
 from photonkick.server.vsphere import VmDriver, VmHandle
 

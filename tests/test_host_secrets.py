@@ -25,7 +25,7 @@ from photonkick.kickstarts.host_secrets import parse_secrets_document
 from photonkick.server.fleet import HostRun
 from photonkick.server.report import build_report, format_report
 from photonkick.server.secrets_gate import SecretsLedger
-from photonkick.server.state import StateDir
+from photonkick.server.state_dir import StateDir
 from photonkick.server.timeline import Timeline
 
 SPEC = (

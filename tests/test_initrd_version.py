@@ -17,10 +17,10 @@ from photon_iso import PhotonIsoSpec, build_initrd, build_photon_iso, installer_
 
 from photonkick.kickstarts.installer import rules_for
 from photonkick.kickstarts.inventory import load_inventory
+from photonkick.server.boot_server import BootServer, Listen
 from photonkick.server.initrd_version import InitrdError, installer_version
 from photonkick.server.release_installer import imported_installers
-from photonkick.server.serve import BootServer, Listen
-from photonkick.server.state import StateDir
+from photonkick.server.state_dir import StateDir
 
 needs_cpio = pytest.mark.skipif(
     shutil.which("cpio") is None, reason="the cpio tool is not installed (.ci/setup --test)"

@@ -10,10 +10,10 @@ import pytest
 
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.tokens import host_token, same_token, token_matches
+from photonkick.server.boot_service import BootService
 from photonkick.server.http import create_app
 from photonkick.server.log_safety import escape_controls, protect_logs, redact_tokens
-from photonkick.server.service import BootService
-from photonkick.server.state import StateDir
+from photonkick.server.state_dir import StateDir
 from photonkick.server.timeline import Timeline
 
 TOKEN = "ts6raphhamgb5fhzv7zmtf3b4k"

@@ -19,9 +19,9 @@ from ports import free_port
 from serve_process import curl_tftp
 
 from photonkick.kickstarts.inventory import load_inventory
+from photonkick.server.boot_server import BootServer, Listen
 from photonkick.server.http import create_app
-from photonkick.server.serve import BootServer, Listen
-from photonkick.server.state import StateDir
+from photonkick.server.state_dir import StateDir
 
 SPEC = """
 server: {{url: "http://127.0.0.1:{port}", bind_kickstart_to_boot_ip: true}}

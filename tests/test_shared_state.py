@@ -107,7 +107,7 @@ def test_a_new_build_retires_the_old_token_on_every_server(
     old = kickstart_path(a.tftp(config_name(1)))
     assert a.request("GET", old)[0] == 200
     script = (
-        "import sys\nfrom pathlib import Path\nfrom photonkick.server.state import StateDir\n"
+        "import sys\nfrom pathlib import Path\nfrom photonkick.server.state_dir import StateDir\n"
         "print(StateDir(Path(sys.argv[1]), sys.argv[2]).next_build('h01').build)\n"
     )
     started = subprocess.run(

@@ -12,7 +12,7 @@ from test_up import HOSTS, free_port, run_cli
 from vcsim_fixture import Vcsim
 
 from photonkick.kickstarts.inventory import load_inventory
-from photonkick.server.state import StateDir
+from photonkick.server.state_dir import StateDir
 from photonkick.server.timeline import Timeline
 
 

@@ -15,8 +15,8 @@ from ports import free_port
 from photonkick.kickstarts.errors import SpecError
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.source import MAX_DEPTH
-from photonkick.server.serve import BootServer, Listen
-from photonkick.server.state import StateDir
+from photonkick.server.boot_server import BootServer, Listen
+from photonkick.server.state_dir import StateDir
 
 HEADER = 'server: {url: "http://127.0.0.1:8080"}\n'
 HOST = 'hosts:\n  - {name: web01, mac: "00:50:56:00:10:01"}\n'

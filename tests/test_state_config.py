@@ -14,7 +14,7 @@ import pytest
 from photonkick.kickstarts.errors import SpecError
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.tokens import host_token
-from photonkick.server.state import StateDir, StateError
+from photonkick.server.state_dir import StateDir, StateError
 from photonkick.server.timeline import Timeline
 
 PHOTONKICK = str(Path(sys.executable).parent / "photonkick")

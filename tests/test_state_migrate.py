@@ -10,7 +10,7 @@ from contextlib import closing
 from pathlib import Path
 
 from photonkick.server.secrets_gate import STORE, Fetch, SecretsLedger
-from photonkick.server.state import StateDir
+from photonkick.server.state_dir import StateDir
 from photonkick.server.timeline import Timeline
 
 PHOTONKICK = str(Path(sys.executable).parent / "photonkick")

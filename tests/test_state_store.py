@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from photonkick.server.state import StateDir
+from photonkick.server.state_dir import StateDir
 from photonkick.server.store_pg import WRITE_LOCK
 from photonkick.server.timeline import (
     FAILED,
@@ -33,7 +33,7 @@ from photonkick.server.timeline import (
 THREADS = 16
 ROUNDS = 200
 OPEN_STATE = (
-    "import sys\nfrom pathlib import Path\nfrom photonkick.server.state import StateDir\n"
+    "import sys\nfrom pathlib import Path\nfrom photonkick.server.state_dir import StateDir\n"
     "s = StateDir(Path(sys.argv[1]), sys.argv[2] or None)\n"
 )
 

@@ -27,11 +27,11 @@ from vcsim_fixture import Vcsim
 
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.tokens import token_matches
+from photonkick.server.boot_server import BootServer, Listen
 from photonkick.server.cli_fleet import connect_driver as _connect
 from photonkick.server.fleet import Fleet, UpOptions
 from photonkick.server.report import FleetReport, build_report, format_report
-from photonkick.server.serve import BootServer, Listen
-from photonkick.server.state import StateDir
+from photonkick.server.state_dir import StateDir
 from photonkick.server.timeline import Timeline
 from photonkick.server.vsphere import VmDriver, VmRequest
 

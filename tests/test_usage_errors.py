@@ -41,6 +41,7 @@ BAD_ARGUMENTS: dict[str, tuple[list[str], str]] = {
     "inventory": (["s.yaml", "--host", "zz"], "no host 'zz'"),
     "doctor": (["--bogus"], "unrecognized arguments: --bogus"),
     "example": (["--out", "taken"], "exist already"),
+    "state": (["migrate", "--from", "s.yaml"], "required: --to"),
 }
 
 

@@ -24,8 +24,8 @@ from photonkick.kickstarts.hooks import WEBHOOK_EVENTS, Webhook
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.secrets import Secret
 from photonkick.kickstarts.tokens import host_token
-from photonkick.server.serve import BootServer, Listen
-from photonkick.server.state import StateDir
+from photonkick.server.boot_server import BootServer, Listen
+from photonkick.server.state_dir import StateDir
 from photonkick.server.timeline import FAILED, PHASES, REARMED, Timeline
 from photonkick.server.webhooks import Delivery, WebhookDispatcher
 

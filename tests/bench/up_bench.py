@@ -21,11 +21,11 @@ from fake_guest import FakeGuest, spec_text  # noqa: E402
 from vcsim_fixture import build_vcsim, run_vcsim  # noqa: E402
 
 from photonkick.kickstarts.inventory import load_inventory  # noqa: E402
+from photonkick.server.boot_server import BootServer, Listen  # noqa: E402
 from photonkick.server.cli_fleet import connect_driver as _connect  # noqa: E402
 from photonkick.server.fleet import Fleet, UpOptions  # noqa: E402
 from photonkick.server.report import build_report, percentile  # noqa: E402
-from photonkick.server.serve import BootServer, Listen  # noqa: E402
-from photonkick.server.state import StateDir  # noqa: E402
+from photonkick.server.state_dir import StateDir  # noqa: E402
 
 
 def main() -> None:

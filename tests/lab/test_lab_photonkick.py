@@ -53,7 +53,7 @@ from lab.netlab import (
     wait_for,
 )
 from lab.qemu import Firmware, Nic, Vm, VmSpec, run_vms
-from photonkick.server.state import StateDir
+from photonkick.server.state_dir import StateDir
 
 pytestmark = pytest.mark.lab
 

@@ -23,6 +23,7 @@ from waitress import wasyncore
 from photonkick.kickstarts.errors import PhotonkickError, SpecError, UsageError
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.spec import Inventory
+from photonkick.server.boot_service import BootService
 from photonkick.server.files import read_or_create_secret
 from photonkick.server.http import create_app
 from photonkick.server.http_server import http_server
@@ -31,8 +32,7 @@ from photonkick.server.loaders import loader_files
 from photonkick.server.package_progress import DATABASE_FILE as PACKAGES_FILE
 from photonkick.server.package_progress import PackageProgress
 from photonkick.server.release_installer import imported_installers
-from photonkick.server.service import BootService
-from photonkick.server.state import StateDir
+from photonkick.server.state_dir import StateDir
 from photonkick.server.tftp import TftpServer
 from photonkick.server.timeline import Timeline
 from photonkick.server.webhooks import WebhookDispatcher

@@ -21,7 +21,7 @@ from photonkick.pxe.names import HTTP, HTTP_LOADERS, TFTP
 from photonkick.pxe.tree import BootFormat, build_boot_tree, host_boot_files
 from photonkick.server.confine import confined_file
 from photonkick.server.package_progress import PackageProgress
-from photonkick.server.state import StateDir
+from photonkick.server.state_dir import StateDir
 from photonkick.server.timeline import StoreUnavailable, Timeline
 
 log = logging.getLogger("photonkick.server")
