@@ -582,6 +582,22 @@ def test_a_missing_iso_exits_2_before_logging_in(tmp_path: Path) -> None:
     assert "gi01: boot: guestinfo needs vsphere.iso" in result.stderr
 
 
+def test_managed_dhcp_is_checked_before_logging_in(tmp_path: Path) -> None:
+    """`up` runs its in-process boot server with the spec's managed DHCP, so a DHCP setting
+    this machine cannot serve stops it first, at the spec's line, with nothing created."""
+    spec = tmp_path / "lab.yaml"
+    spec.write_text(
+        'server:\n  url: "http://127.0.0.1:9"\n  dhcp: {mode: proxy, interface: pknosuch0}\n'
+        f"vsphere: {{host: 127.0.0.1, port: {refusing_port()}, user: u, password: p}}\n"
+        'hosts:\n  - {name: web01, mac: "00:50:56:00:10:01"}\n'
+    )
+    result = run_cli("up", str(spec), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert f"{spec}:3:" in result.stderr and "server.dhcp.interface" in result.stderr
+    assert "pknosuch0" in result.stderr
+    assert not (tmp_path / ".photonkick" / "dnsmasq.conf").exists()
+
+
 def test_placement_errors_name_the_spec_key(tmp_path: Path, start_vcsim: Any) -> None:
     sim = start_vcsim("vcenter")
     spec = write_spec(tmp_path, sim, HOSTS[:1], **{"cluster: DC0_C0": "cluster: nope"})
