@@ -43,7 +43,15 @@ from photonkick.kickstarts.installer import (
 )
 from photonkick.kickstarts.secrets import Secret
 from photonkick.kickstarts.source import Map, Node, Scalar, Seq, load_yaml_file, parse_yaml
-from photonkick.kickstarts.spec import Host, Inventory, ManagedDhcp, Photon, ServerUrls, Vsphere
+from photonkick.kickstarts.spec import (
+    NETWORK_BOOTS,
+    Host,
+    Inventory,
+    ManagedDhcp,
+    Photon,
+    ServerUrls,
+    Vsphere,
+)
 
 
 def load_inventory(
@@ -109,7 +117,7 @@ def _check_boot_url(reader: Reader, root: Node, server: ServerUrls, hosts: list[
     """Loaders fetch kernel and initrd over plain http: https needs a boot_url for PXE."""
     if server.boot_url or not server.url.startswith("https://"):
         return
-    if not any(h.boot == "pxe" for h in hosts):
+    if not any(h.boot in NETWORK_BOOTS for h in hosts):
         return
     assert isinstance(root, Map)
     section = root.items["server"]
@@ -360,8 +368,14 @@ def _check_host(
         )
         ok = False
     names.setdefault(lowered, index)
-    if host.mac is None and host.boot == "pxe":
-        reader.fail(node.loc, f"{where}.mac", "is required for boot: pxe")
+    if host.mac is None and host.boot in NETWORK_BOOTS:
+        reader.fail(node.loc, f"{where}.mac", f"is required for boot: {host.boot}")
+        ok = False
+    if host.boot == "http" and host.firmware != "efi":
+        loc = node.items["boot"].loc if "boot" in node.items else node.loc
+        reader.fail(
+            loc, f"{where}.boot", "http (UEFI HTTP boot) needs firmware: efi", "use boot: pxe"
+        )
         ok = False
     if host.mac is not None:
         if host.mac in macs:

@@ -16,9 +16,12 @@ DEFAULT_PACKAGES = ("minimal", "linux-esx", "initramfs", "docker", "sudo", "curl
 
 Firmware = Literal["efi", "bios"]
 FIRMWARES: tuple[Firmware, ...] = get_args(Firmware)
-BootMode = Literal["pxe", "iso", "guestinfo"]
-"""How the installer starts: network boot, the ISO alone, or the ISO plus a guestinfo kickstart."""
+BootMode = Literal["pxe", "http", "iso", "guestinfo"]
+"""How the installer starts: network boot (PXE, or the VM's own UEFI HTTP boot), the ISO alone,
+or the ISO plus a guestinfo kickstart."""
 BOOT_MODES: tuple[BootMode, ...] = get_args(BootMode)
+NETWORK_BOOTS: tuple[BootMode, ...] = ("pxe", "http")
+"""Boot modes that load the installer over the network, from the host's per-MAC config."""
 
 
 @dataclass(frozen=True)

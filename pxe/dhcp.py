@@ -28,6 +28,12 @@ def uefi_http_url(inventory: Inventory) -> str:
     return f"{inventory.server.boot_base}/{UEFI_HTTP_LOADER}"
 
 
+def vm_http_boot_settings(inventory: Inventory) -> dict[str, str]:
+    """A VM's own EFI HTTP boot (ESXi 7.0 U2+ advanced settings): it loads the UEFI HTTP
+    loader from this URL with no DHCP boot options at all."""
+    return {"networkBootProtocol": "httpv4", "networkBootUri": uefi_http_url(inventory)}
+
+
 def dnsmasq_http_boot_lines(inventory: Inventory) -> list[str]:
     """dnsmasq lines answering UEFI HTTP boot (vendor class HTTPClient) with the loader URL.
 

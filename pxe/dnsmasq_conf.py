@@ -15,6 +15,8 @@ from photonkick.pxe.dhcp import IPXE_NO_PXEDHCP, dnsmasq_boot_lines, dnsmasq_htt
 
 LEASE_TIME = "1h"
 PXE_PROMPT = "photonkick"
+RA_INTERVAL = 60
+"""Seconds between unsolicited router advertisements in full mode (solicited ones go at once)."""
 
 
 @dataclass(frozen=True)
@@ -79,13 +81,23 @@ def dnsmasq_config(inventory: Inventory, mode: str, site: DhcpSite) -> str:
             # A free pool address is offered at once, not after a 3 s ping check: on a lab
             # network the spec's static hosts hold reservations, outside the pool or not.
             "no-ping",
+            # iPXE waits many seconds for an IPv6 router advertisement before it boots: answer
+            # its router solicitation at once, with the interface's IPv6 prefixes (none if it
+            # has none) and router lifetime 0, so no host takes this server as its IPv6 router.
+            "enable-ra",
+            f"dhcp-range=::,constructor:{site.interface},ra-only",
+            f"ra-param={site.interface},{RA_INTERVAL},0",
         ]
     lines += dnsmasq_boot_lines(inventory)
     if mode == "full":
         # dnsmasq's proxy mode never answers HTTPClient; in full mode UEFI HTTP boot works.
         lines += dnsmasq_http_boot_lines(inventory)
         lines.append(IPXE_NO_PXEDHCP)
+        reserved = reservations(inventory, network)[0]
+        lines += [f"dhcp-host={h.mac},{ip},{h.name}" for h, ip in reserved]
+        # The others get a pool address, and their spec name as host name all the same.
+        named = {h.name for h, _ in reserved}
         lines += [
-            f"dhcp-host={h.mac},{ip},{h.name}" for h, ip in reservations(inventory, network)[0]
+            f"dhcp-host={h.mac},{h.name}" for h in inventory.hosts if h.mac and h.name not in named
         ]
     return "\n".join(lines) + "\n"

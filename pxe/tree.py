@@ -12,7 +12,7 @@ from pathlib import PurePosixPath
 
 from photonkick.kickstarts.artifacts import Artifact, kickstart_tree
 from photonkick.kickstarts.kickstart import BuildInfo
-from photonkick.kickstarts.spec import Host, Inventory
+from photonkick.kickstarts.spec import NETWORK_BOOTS, Host, Inventory
 from photonkick.pxe.bootspec import BootSpec, install_bootspec
 from photonkick.pxe.names import (
     HTTP,
@@ -72,7 +72,7 @@ def host_boot_files(
     host: Host, inventory: Inventory, build: BuildInfo, armed: bool
 ) -> dict[PurePosixPath, Artifact]:
     """The host's pxelinux, GRUB and iPXE configs: an install when armed, else local boot."""
-    if host.mac is None or host.boot != "pxe":
+    if host.mac is None or host.boot not in NETWORK_BOOTS:
         return {}
     files = {}
     if armed:

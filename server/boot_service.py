@@ -15,7 +15,7 @@ from typing import Protocol
 
 from photonkick.kickstarts.artifacts import Artifact
 from photonkick.kickstarts.kickstart import BuildInfo, build_kickstart, dumps
-from photonkick.kickstarts.spec import Host, Inventory
+from photonkick.kickstarts.spec import NETWORK_BOOTS, Host, Inventory
 from photonkick.kickstarts.tokens import CALLBACK_EVENTS, token_matches
 from photonkick.pxe.names import HTTP, HTTP_LOADERS, TFTP
 from photonkick.pxe.tree import BootFormat, build_boot_tree, host_boot_files
@@ -150,7 +150,7 @@ class BootService:
         """A per-MAC loader config: the install while armed, local boot once installed."""
         snap = self._snapshot
         host = snap.by_mac.get(mac)
-        if host is None or host.boot != "pxe":
+        if host is None or host.boot not in NETWORK_BOOTS:
             return None
         build, installed = self._current(host.name)
         files = host_boot_files(host, snap.inventory, build, armed=not installed)
@@ -251,7 +251,7 @@ class BootService:
 
     def _leased_to(self, host: Host, client: str) -> bool:
         """Whether managed DHCP leased ``client`` to the host's MAC (always, without it)."""
-        if self.leases is None or host.mac is None or host.boot != "pxe":
+        if self.leases is None or host.mac is None or host.boot not in NETWORK_BOOTS:
             return True
         leased = self.leases.ips(host.mac)
         if client in leased:

@@ -21,6 +21,8 @@ from photonkick.server.cli_common import (
     load_spec,
     state_for,
 )
+from photonkick.server.dhcp import attach_dhcp
+from photonkick.server.dhcp_site import plan_dhcp
 from photonkick.server.fleet import (
     Fleet,
     FleetError,
@@ -118,10 +120,13 @@ def _up(
     problems = [p for p in (creation_problem(inventory, h) for h in wanted) if p]
     if problems:
         raise FleetInputError("; ".join(problems))
+    # Every boot method reports back over HTTP, so a boot server must be there.
+    own_server = not running_server(inventory)
+    # Managed DHCP is checked before anything is created or started.
+    dhcp_plan = plan_dhcp(inventory, state.path) if own_server else None
     driver = connect_driver(inventory, state)
     server = None
-    # Every boot method reports back over HTTP, so a boot server must be there.
-    if not running_server(inventory):
+    if own_server:
         if inventory.server.url.startswith("https://"):
             raise FleetError(
                 f"no boot server answers at {inventory.server.url}; photonkick serves plain "
@@ -136,6 +141,12 @@ def _up(
                 f"cannot serve {inventory.server.url} here ({exc.strerror}): something else "
                 "holds the port; stop it, or run `photonkick serve` for this spec first"
             ) from exc
+        if dhcp_plan is not None:
+            try:
+                attach_dhcp(server, dhcp_plan, inventory)  # stops the server if it fails
+            except BaseException:
+                close_driver(driver)
+                raise
         quiet_waitress_queue()
         server.start()
         timeline = server.timeline  # the same process: events wake the fleet at once

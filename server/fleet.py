@@ -26,7 +26,8 @@ from typing import Literal
 
 from photonkick.kickstarts.errors import PhotonkickError, UsageError
 from photonkick.kickstarts.kickstart import build_kickstart, dumps
-from photonkick.kickstarts.spec import Host, Inventory
+from photonkick.kickstarts.spec import NETWORK_BOOTS, Host, Inventory
+from photonkick.pxe.dhcp import vm_http_boot_settings
 from photonkick.server.guestinfo_channel import (
     VM_SETTINGS,
     GuestinfoChannel,
@@ -89,7 +90,7 @@ def creation_problem(inventory: Inventory, host: Host) -> str | None:
             "00:50:56:3f:ff:ff): its VM's NIC gets that manual address"
         )
     vs = inventory.vsphere
-    if host.boot != "pxe" and (vs is None or vs.iso is None or not vs.iso.is_file()):
+    if host.boot not in NETWORK_BOOTS and (vs is None or vs.iso is None or not vs.iso.is_file()):
         where = vs.iso if vs is not None and vs.iso is not None else "not set"
         return f"{host.name}: boot: {host.boot} needs vsphere.iso, the Photon ISO file ({where})"
     return None
@@ -373,7 +374,9 @@ class Fleet:
         assert vs is not None and host.mac is not None
         extra: dict[str, str] = dict(VM_SETTINGS)  # phases through VMware Tools
         iso = None
-        if host.boot != "pxe":
+        if host.boot == "http":
+            extra.update(vm_http_boot_settings(self.inventory))
+        if host.boot not in NETWORK_BOOTS:
             kickstart = dumps(build_kickstart(host, self.inventory, self.state.build(host.name)))
             if host.boot == "guestinfo":
                 iso = self._stock_iso(self._base_iso(host))
@@ -557,7 +560,7 @@ class Fleet:
         steps: list[tuple[str, Callable[[], None]]] = [
             ("boot order", lambda: self.driver.set_boot_order(vm, ["disk"], stop=stopped))
         ]
-        if host.boot != "pxe":
+        if host.boot not in NETWORK_BOOTS:
             steps.append(("ISO detach", lambda: self.driver.detach_iso(vm, stop=stopped)))
         if host.boot == "guestinfo":
             steps.append(

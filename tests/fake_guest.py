@@ -30,6 +30,7 @@ from pyVmomi import vim
 from photonkick.kickstarts.kickstart import build_kickstart
 from photonkick.kickstarts.spec import Inventory
 from photonkick.kickstarts.tokens import callback_base, kickstart_url
+from photonkick.pxe.names import ipxe_script
 from photonkick.server.state_dir import StateDir
 from photonkick.server.timeline import Timeline
 
@@ -128,8 +129,12 @@ class FakeGuest:
         build_info = self.state.build(host.name)
         token = build_info.token(host.name)
         url = self.inventory.server.url
-        if host.boot == "pxe":
-            config = self._tftp(f"pxelinux.cfg/01-{host.mac.replace(':', '-')}")
+        if host.boot in ("pxe", "http"):
+            config = (
+                self._http_boot(host.name, host.mac)
+                if host.boot == "http"
+                else self._tftp(f"pxelinux.cfg/01-{host.mac.replace(':', '-')}")
+            )
             match = re.search(r"ks=(\S+)", config)
             assert match and match.group(1) == kickstart_url(url, host.name, token), config
             with urllib.request.urlopen(match.group(1), timeout=10) as resp:
@@ -195,15 +200,33 @@ class FakeGuest:
     def _set_extra_config(self, name: str, values: dict[str, str]) -> None:
         """Set ExtraConfig keys of the VM, from the guest's side of the simulator."""
         with self._lock:
-            content = self._si.RetrieveContent()
-            view = content.viewManager.CreateContainerView(
-                content.rootFolder, [vim.VirtualMachine], True
-            )
-            vms = [vm for vm in view.view if vm.name == name]
-            view.Destroy()
             options = [vim.option.OptionValue(key=k, value=v) for k, v in values.items()]
-            for vm in vms:
+            for vm in self._vms(name):
                 WaitForTask(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(extraConfig=options)))
+
+    def _vms(self, name: str) -> list[Any]:
+        """The simulator's VMs called ``name`` (the caller holds the lock)."""
+        content = self._si.RetrieveContent()
+        view = content.viewManager.CreateContainerView(
+            content.rootFolder, [vim.VirtualMachine], True
+        )
+        vms = [vm for vm in view.view if vm.name == name]
+        view.Destroy()
+        return vms
+
+    def _http_boot(self, name: str, mac: str) -> str:
+        """What the VM's own EFI HTTP boot does: load the loader its advanced settings name
+        (iPXE), which chains the per-MAC iPXE script; that script's text."""
+        with self._lock:
+            (vm,) = self._vms(name)
+            settings = {o.key: o.value for o in vm.config.extraConfig}
+        assert settings.get("networkBootProtocol") == "httpv4", settings
+        uri = settings["networkBootUri"]
+        with urllib.request.urlopen(uri, timeout=10) as resp:
+            assert resp.read(2) == b"MZ", f"{uri} is not an EFI executable"
+        base = uri.rsplit("/", 2)[0]
+        with urllib.request.urlopen(f"{base}/{ipxe_script(mac)}", timeout=10) as resp:
+            return str(resp.read().decode())
 
     def _tftp(self, name: str) -> str:
         out = subprocess.run(

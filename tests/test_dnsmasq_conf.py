@@ -62,6 +62,9 @@ dhcp-range=192.0.2.100,192.0.2.200,255.255.255.0,1h
 dhcp-authoritative
 dhcp-ignore-clid
 no-ping
+enable-ra
+dhcp-range=::,constructor:eth1,ra-only
+ra-param=eth1,60,0
 """
         + BOOT
         + """\
@@ -70,6 +73,8 @@ dhcp-option-force=tag:httpboot,60,HTTPClient
 dhcp-boot=tag:httpboot,http://192.0.2.1:8080/ipxe/snponly.efi
 dhcp-option=tag:ipxe,encap:175,176,1
 dhcp-host=00:50:56:00:10:01,192.0.2.21,web01
+dhcp-host=00:50:56:00:10:02,dhcp01
+dhcp-host=00:50:56:00:10:03,far01
 """
     )
 

@@ -21,7 +21,7 @@ def test_choice_returns_the_table_entry_and_names_the_choices() -> None:
     fields = {"firmware": Field(choice(*FIRMWARES), "efi"), "boot": Field(choice(*BOOT_MODES))}
     values, problems = read("firmware: bios\nboot: isoo\n", fields)
     assert values["firmware"] == "bios" and problems == [
-        "boot: 'isoo' is not one of: pxe, iso, guestinfo"
+        "boot: 'isoo' is not one of: pxe, http, iso, guestinfo"
     ]
 
 

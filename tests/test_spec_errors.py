@@ -316,6 +316,22 @@ def test_guestinfo_needs_installer_2_7(write_spec: Callable[[str], Path]) -> Non
     ]
 
 
+def test_http_boot_needs_efi_and_a_mac(write_spec: Callable[[str], Path]) -> None:
+    spec = write_spec(
+        """
+        server: {url: http://192.0.2.1:8080}
+        hosts:
+          - {name: a, mac: "00:50:56:00:10:01", firmware: bios, boot: http}
+          - {name: b, boot: http}
+          - {name: c, mac: "00:50:56:00:10:03", boot: http}
+        """
+    )
+    assert problems(spec) == [
+        "F:3:63: hosts[0].boot: http (UEFI HTTP boot) needs firmware: efi (use boot: pxe)",
+        "F:4:5: hosts[1].mac: is required for boot: http",
+    ]
+
+
 def test_https_server_needs_a_plain_http_boot_url(write_spec: Callable[[str], Path]) -> None:
     spec = write_spec(
         """

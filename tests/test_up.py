@@ -126,6 +126,30 @@ def test_up_brings_every_boot_method_to_ready(setup: Setup) -> None:
     assert kinds[:2] == ["vm_created", "vm_powered_on"] and "guest_ip" in kinds
 
 
+def test_http_boot_vm_gets_its_own_efi_http_boot_settings(tmp_path: Path, vcsim: Vcsim) -> None:
+    """``boot: http``: the VM's advanced settings name the UEFI HTTP loader (the simulator
+    only stores them); the fake guest boots from what they say, with no DHCP and no TFTP."""
+    s = Setup(tmp_path, vcsim, [{"name": "http01", "mac": "00:50:56:00:10:06", "boot": "http"}])
+    try:
+        with s.guest() as guest:
+            runs = s.fleet().up([], UpOptions(timeout=60))
+        assert guest.errors == []
+        assert [(r.name, r.outcome) for r in runs] == [("http01", "ready")]
+        config = vm_config(s, "http01")
+        extra = {o.key: o.value for o in config.extraConfig}
+        assert extra["networkBootProtocol"] == "httpv4"
+        assert extra["networkBootUri"] == f"http://127.0.0.1:{s.http_port}/ipxe/snponly.efi"
+        assert config.firmware == "efi"
+        kinds = [e.kind for e in s.timeline.events("http01")]
+        assert {"config", "kickstart", "ready"} <= set(kinds)
+        assert not [e for e in s.timeline.events("http01") if "tftp" in e.detail.lower()]
+        assert [type(d).__name__ for d in config.bootOptions.bootOrder] == [
+            "vim.vm.BootOptions.BootableDiskDevice"
+        ]
+    finally:
+        s.close()
+
+
 def test_stolen_secrets_fail_the_host_with_an_alarm(setup: Setup) -> None:
     setup.spec.write_text(
         setup.spec.read_text()
@@ -556,6 +580,22 @@ def test_a_missing_iso_exits_2_before_logging_in(tmp_path: Path) -> None:
     result = run_cli("up", str(spec), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "gi01: boot: guestinfo needs vsphere.iso" in result.stderr
+
+
+def test_managed_dhcp_is_checked_before_logging_in(tmp_path: Path) -> None:
+    """`up` runs its in-process boot server with the spec's managed DHCP, so a DHCP setting
+    this machine cannot serve stops it first, at the spec's line, with nothing created."""
+    spec = tmp_path / "lab.yaml"
+    spec.write_text(
+        'server:\n  url: "http://127.0.0.1:9"\n  dhcp: {mode: proxy, interface: pknosuch0}\n'
+        f"vsphere: {{host: 127.0.0.1, port: {refusing_port()}, user: u, password: p}}\n"
+        'hosts:\n  - {name: web01, mac: "00:50:56:00:10:01"}\n'
+    )
+    result = run_cli("up", str(spec), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert f"{spec}:3:" in result.stderr and "server.dhcp.interface" in result.stderr
+    assert "pknosuch0" in result.stderr
+    assert not (tmp_path / ".photonkick" / "dnsmasq.conf").exists()
 
 
 def test_placement_errors_name_the_spec_key(tmp_path: Path, start_vcsim: Any) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from photonkick.kickstarts.errors import PhotonkickError
-from photonkick.kickstarts.spec import BOOT_MODES, FIRMWARES, BootMode, Firmware
+from photonkick.kickstarts.spec import BOOT_MODES, FIRMWARES, NETWORK_BOOTS, BootMode, Firmware
 
 BootDevice = Literal["ethernet", "cdrom", "disk"]
 PowerState = Literal["on", "off", "suspended"]
@@ -103,8 +103,8 @@ class VmRequest:
         if self.firmware not in FIRMWARES:
             problems.append(f"firmware {self.firmware!r} must be efi or bios")
         if self.boot not in BOOT_MODES:
-            problems.append(f"boot {self.boot!r} must be pxe, iso or guestinfo")
-        if self.boot != "pxe" and self.iso is None:
+            problems.append(f"boot {self.boot!r} must be pxe, http, iso or guestinfo")
+        if self.boot not in NETWORK_BOOTS and self.iso is None:
             problems.append(f"boot {self.boot} needs an iso")
         if self.iso is not None and not is_datastore_path(self.iso):
             problems.append(f"iso {self.iso!r} must be a datastore path like [ds] iso/photon.iso")
@@ -123,7 +123,7 @@ class VmRequest:
     @property
     def boot_order(self) -> tuple[BootDevice, ...]:
         """The install-time boot order: the NIC or the CD-ROM first, the disk second."""
-        return ("ethernet", "disk") if self.boot == "pxe" else ("cdrom", "disk")
+        return ("ethernet", "disk") if self.boot in NETWORK_BOOTS else ("cdrom", "disk")
 
 
 @dataclass(frozen=True)

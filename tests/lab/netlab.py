@@ -9,6 +9,10 @@ exactly those groups and deletes the namespace, also when the body raised.
 In-process servers create their sockets inside the namespace with
 :meth:`NetLab.inside`: the socket stays in the namespace whatever thread uses it later.
 
+A peer (:meth:`NetLab.add_peer`) is another machine on that network, in a namespace of its
+own: :meth:`NetLab.start_plain_dhcp` runs the network's own DHCP server there, one that
+hands out addresses and no boot options (for photonkick's proxy DHCP beside it).
+
 DHCP is dnsmasq in DHCP-only mode (``--port=0``). Per client the boot file depends on
 the firmware that asks:
 
@@ -114,6 +118,27 @@ class BootFiles:
         ]
 
 
+def plain_dhcp_conf(clients: Sequence[Client], interface: str, workdir: Path) -> str:
+    """A DHCP server that hands out addresses and nothing else: no boot options at all.
+
+    The network's own DHCP server in a proxy-DHCP scenario; each client gets its fixed address.
+    """
+    lines = [
+        "port=0",
+        f"interface={interface}",
+        "bind-interfaces",
+        "user=root",
+        "group=root",
+        "pid-file=",
+        f"dhcp-leasefile={workdir / 'plain-dnsmasq.leases'}",
+        "dhcp-authoritative",
+        "log-dhcp",
+        "dhcp-range=192.0.2.100,192.0.2.199,255.255.255.0,10m",
+    ]
+    lines += [f"dhcp-host={c.mac},{c.ip},{c.name},10m" for c in clients]
+    return "\n".join(lines) + "\n"
+
+
 def dnsmasq_conf(clients: Sequence[Client], files: BootFiles, workdir: Path) -> str:
     """The dnsmasq configuration for ``clients``: DHCP only, boot file per firmware."""
     lines = [
@@ -166,13 +191,14 @@ class NetLab:
     server_ip: str = SERVER_IP
     packets: list[Packet] = field(default_factory=list)
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _peers: list[str] = field(default_factory=list)
     _cleanups: list[Callable[[], object]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stopping: threading.Event = field(default_factory=threading.Event)
 
-    def exec_args(self, argv: Sequence[str]) -> list[str]:
-        """``argv`` prefixed so that it runs inside the namespace."""
-        return ["ip", "netns", "exec", self.ns, *argv]
+    def exec_args(self, argv: Sequence[str], ns: str | None = None) -> list[str]:
+        """``argv`` prefixed so that it runs inside the namespace (or the peer ``ns``)."""
+        return ["ip", "netns", "exec", ns or self.ns, *argv]
 
     def run(self, argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a short command inside the namespace and return its result."""
@@ -180,14 +206,17 @@ class NetLab:
             self.exec_args(argv), check=check, capture_output=True, text=True, timeout=60
         )
 
-    def spawn(self, argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
-        """Start ``argv`` inside the namespace in a new process group, output to ``log``.
+    def spawn(
+        self, argv: Sequence[str], log: Path, ns: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` inside the namespace (or the peer ``ns``) in a new process group,
+        output to ``log``.
 
         The process is killed (its whole group) at teardown unless it ended before.
         """
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                self.exec_args(argv),
+                self.exec_args(argv, ns),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -208,13 +237,44 @@ class NetLab:
         """
         return call_in_netns(self.ns, fn)
 
+    def add_peer(self, address: str) -> tuple[str, str]:
+        """Another machine on the lab network: a namespace of its own, joined to the bridge
+        by a veth pair and holding ``address``; deleted at teardown. Returns the namespace
+        and its interface."""
+        peer = f"{self.ns}-p{len(self._peers)}"
+        outer, inner = f"pkveth{len(self._peers)}", "eth0"
+        subprocess.run(["ip", "netns", "add", peer], check=True, capture_output=True)
+        self._peers.append(peer)
+        for args in (
+            ["-n", self.ns, "link", "add", outer, "type", "veth", "peer", "name", inner,
+             "netns", peer],
+            ["-n", self.ns, "link", "set", outer, "master", BRIDGE],
+            ["-n", self.ns, "link", "set", outer, "up"],
+            ["-n", peer, "link", "set", "lo", "up"],
+            ["-n", peer, "addr", "add", f"{address}/{PREFIX_LEN}", "dev", inner],
+            ["-n", peer, "link", "set", inner, "up"],
+        ):  # fmt: skip
+            subprocess.run(["ip", *args], check=True, capture_output=True)
+        return peer, inner
+
     def start_dnsmasq(self, clients: Sequence[Client], files: BootFiles = BootFiles()) -> Path:
         """Start dnsmasq for ``clients``; return its log file (``log-dhcp`` lines)."""
-        conf = self.workdir / "dnsmasq.conf"
-        log = self.workdir / "dnsmasq.log"
-        conf.write_text(dnsmasq_conf(clients, files, self.workdir) + f"log-facility={log}\n")
-        out = self.workdir / "dnsmasq.out"
-        proc = self.spawn(["dnsmasq", f"--conf-file={conf}", "--keep-in-foreground"], out)
+        return self._dnsmasq("dnsmasq", dnsmasq_conf(clients, files, self.workdir))
+
+    def start_plain_dhcp(self, clients: Sequence[Client], address: str) -> Path:
+        """A DHCP server with no boot options (:func:`plain_dhcp_conf`) on a peer at
+        ``address``; return its log file."""
+        peer, interface = self.add_peer(address)
+        conf = plain_dhcp_conf(clients, interface, self.workdir)
+        return self._dnsmasq("plain-dnsmasq", conf, peer)
+
+    def _dnsmasq(self, name: str, config: str, ns: str | None = None) -> Path:
+        conf = self.workdir / f"{name}.conf"
+        log = self.workdir / f"{name}.log"
+        conf.write_text(config + f"log-facility={log}\n")
+        out = self.workdir / f"{name}.out"
+        argv = ["dnsmasq", f"--conf-file={conf}", "--keep-in-foreground"]
+        proc = self.spawn(argv, out, ns)
 
         def why() -> str:
             return f"dnsmasq did not start (exit {proc.poll()}): {out.read_text()}"
@@ -299,7 +359,8 @@ class NetLab:
             procs = list(self._procs)
         for proc in procs:
             _kill_group(proc, 3.0)
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        for ns in [*self._peers, self.ns]:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         if errors:
             raise RuntimeError(f"lab teardown: {errors!r}") from errors[0]
 
