@@ -11,6 +11,8 @@ The guest's ``/init`` does what a Photon OS install reports to photonkick:
   fetch ``<repos>/repodata/repomd.xml``, take the callback base from the kickstart's
   ``pk_report() { curl ... "<base>/$1" ...`` line, write an install marker holding that base
   to the disk, POST ``<base>/installed`` and reboot;
+  with an initrd overlay holding ``/etc/pk-installer.sh`` (:mod:`lab.installer_standin`),
+  it sources that script before writing the marker (the installer's own steps and log);
 * **disk boot** (``pk_phase=firstboot``, set by the disk's own boot loaders): read the
   marker back, POST ``<base>/firstboot`` and ``<base>/ready``, power off;
 * ``pk_phase=probe``: print :data:`PROBE_OK` and power off (used to test an accelerator).
@@ -143,6 +145,8 @@ if [ -n "$ks" ]; then
     base=$(grep -o 'http://[^" \\]*/\$1' /tmp/ks.json | head -n 1)
     base=${base%/\$1}
     [ -n "$base" ] || fail "kickstart has no pk_report callback"
+    # An initrd overlay may add an installer's own steps (see lab/installer_standin.py).
+    [ -f /etc/pk-installer.sh ] && . /etc/pk-installer.sh
     [ -n "$disk" ] || fail "no disk"
     printf 'PKSTATE1 %s \n' "$base" | dd of="$disk" bs=512 seek=@MARKER_LBA@ count=1 \
         conv=notrunc,sync 2>/dev/null || fail "writing $disk"
@@ -414,6 +418,15 @@ def _initramfs(busybox: bytes, applets: list[str], modules: list[tuple[str, byte
     cpio.file("etc/pk-modules", "".join(f"{name}\n" for name, _ in modules).encode())
     for name, data in modules:
         cpio.file(f"lib/modules/{name}.ko", data)
+    return gzip.compress(cpio.finish(), compresslevel=6, mtime=0)
+
+
+def initrd_overlay(files: dict[str, tuple[bytes, int]]) -> bytes:
+    """A gzip'd cpio of ``files`` (path: data, mode) to append to the guest's initrd: the
+    kernel unpacks concatenated archives in order, so these files are added or replace."""
+    cpio = _Cpio()
+    for name, (data, mode) in sorted(files.items()):
+        cpio.file(name, data, mode)
     return gzip.compress(cpio.finish(), compresslevel=6, mtime=0)
 
 
