@@ -13,6 +13,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from photonkick.server.fd_wait import wait_for_fd
+
 log = logging.getLogger("photonkick.server.supervisor")
 PR_SET_PDEATHSIG = 1
 IDLE = 0.2
@@ -132,8 +134,7 @@ class Supervisor:
         """Lines that arrived within ``wait`` seconds (each passed to on_line); None at EOF."""
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
-        ready, _, _ = select.select([fd], [], [], wait)
-        if not ready:
+        if not wait_for_fd(fd, select.POLLIN, wait):
             self.on_idle()
             return []
         chunk = os.read(fd, 65536)

@@ -32,6 +32,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
+from photonkick.server.fd_wait import wait_for_fd
+
 DATA, ACK, ERROR = 3, 4, 5
 MAX_ACK = 516
 TICK = 0.05  # seconds between timeout sweeps
@@ -293,7 +295,7 @@ class Worker:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     break  # the server reads no more: it is stuck or going away
-                select.select([], [self._control], [], TICK)
+                wait_for_fd(self._control.fileno(), select.POLLOUT, TICK)
             except OSError:
                 break
         self._open = False
@@ -340,7 +342,7 @@ class WorkerHandle:
         that the first transfer does not wait for an interpreter to start."""
         while True:
             left = deadline - time.monotonic()
-            readable, _, _ = select.select([self.control], [], [], max(left, 0))
+            readable = wait_for_fd(self.control.fileno(), select.POLLIN, max(left, 0))
             message = self.control.recv(MAX_MESSAGE) if readable else b""
             if message[:1] == bytes((READY,)):
                 return
