@@ -27,13 +27,14 @@ from photonkick.server.fleet import (
     Fleet,
     FleetError,
     FleetInputError,
+    HostRun,
     UpOptions,
     creation_problem,
     select_hosts,
 )
 from photonkick.server.host_status import host_status
 from photonkick.server.package_progress import stored_progress
-from photonkick.server.progress import Progress, quiet_waitress_queue
+from photonkick.server.progress import PROGRESS_REFRESH, Progress, Ticker, quiet_waitress_queue
 from photonkick.server.report import build_report, format_report, report_json
 from photonkick.server.state_dir import StateDir
 from photonkick.server.timeline import Timeline
@@ -154,13 +155,20 @@ def _up(
             f"started a boot server for {inventory.server.url} (TFTP port {server.tftp.port})",
             file=sys.stderr,
         )
-    progress = Progress([h.name for h in wanted])
+
+    def packages(run: HostRun) -> str | None:
+        counted = stored_progress(state.path, run.name, run.build)
+        return counted.text() if counted else None
+
+    progress = Progress([h.name for h in wanted], extra=packages)
     fleet = Fleet(inventory, state, timeline, driver, on_change=progress.update)
     options = UpOptions(parallel=args.parallel, timeout=args.timeout, rebuild=rebuild)
+    ticker = Ticker(PROGRESS_REFRESH, progress.refresh)
     try:
         runs = fleet.up(names, options)
         report = build_report(runs, timeline)
     finally:
+        ticker.stop()
         if server is not None:
             server.stop()
         close_driver(driver, wait=CLOSE_GRACE if fleet.stop.is_set() else None)
