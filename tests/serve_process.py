@@ -17,6 +17,8 @@ from photonkick.kickstarts.host_secrets import secrets_token
 from photonkick.kickstarts.tokens import host_token
 from photonkick.server.state_dir import SECRET_FILE
 
+BANNER_LINES = 6
+"""Lines `photonkick serve` prints at start (its URLs), read before a test talks to it."""
 START_TIMEOUT = 30.0
 MAC = "00:50:56:00:30:{:02x}"
 
@@ -169,3 +171,26 @@ def curl_tftp(port: int, name: str, out: Path, *options: str, host: str = "127.0
     url = f"tftp://{host}:{port}/{name}"
     subprocess.run(["curl", "-sS", "--fail", *options, "-o", str(out), url], check=True, timeout=30)
     return out.read_bytes()
+
+
+def popen_serve(
+    spec: Path, port: int, env: dict[str, str]
+) -> tuple[subprocess.Popen[str], str, int]:
+    """`photonkick serve SPEC` on 127.0.0.1 (HTTP ``port``, TFTP on a free port) with ``env``:
+    the process, its start banner and the TFTP port the banner names."""
+    exe = Path(sys.executable).parent / "photonkick"
+    proc = subprocess.Popen(
+        [str(exe), "serve", str(spec), "--http", f"127.0.0.1:{port}", "--tftp", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    banner = "".join(proc.stdout.readline() for _ in range(BANNER_LINES))
+    match = re.search(r"TFTP       127.0.0.1 port (\d+)", banner)
+    if match is None:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"no TFTP port in the banner:\n{banner}")
+    return proc, banner, int(match.group(1))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from ports import free_port
+from serve_process import popen_serve
 from test_server import SECRETS as SERVER_SECRETS
 from test_server import SPEC as SERVER_SPEC
 from test_server import Lab
@@ -507,25 +508,14 @@ def test_photonkick_serve_logs_no_secret_through_a_whole_install(tmp_path: Path)
     spec = tmp_path / "lab.yaml"
     spec.write_text(SPEC.format(port=port))
     env = {**os.environ, "PK_TEST_REG": REG, "PK_TEST_KEY": KEY}
-    exe = Path(sys.executable).parent / "photonkick"
-    proc = subprocess.Popen(
-        [str(exe), "serve", str(spec), "--http", f"127.0.0.1:{port}", "--tftp", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc, banner, tftp_port = popen_serve(spec, port, env)
     try:
-        assert proc.stdout is not None
-        banner = "".join(proc.stdout.readline() for _ in range(6))
-        match = re.search(r"TFTP       127.0.0.1 port (\d+)", banner)
-        assert match, banner
         config = subprocess.run(
             [
                 "curl",
                 "-sS",
                 "--fail",
-                f"tftp://127.0.0.1:{match.group(1)}/pxelinux.cfg/01-00-50-56-00-10-01",
+                f"tftp://127.0.0.1:{tftp_port}/pxelinux.cfg/01-00-50-56-00-10-01",
             ],
             capture_output=True,
             check=True,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from ports import free_port
-from serve_process import curl_tftp
+from serve_process import curl_tftp, popen_serve
 
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.server.boot_server import BootServer, Listen
@@ -382,25 +382,14 @@ def test_serve_command_end_to_end(tmp_path: Path) -> None:
     clean stop on SIGTERM, and no secret in anything it logged."""
     import os
     import signal
-    import sys
 
     port = free_port()
     spec = tmp_path / "lab.yaml"
     spec.write_text(SPEC.format(port=port))
     env = {**os.environ, "PK_TEST_REG": SECRETS[0], "PK_TEST_KEY": SECRETS[1]}
-    exe = Path(sys.executable).parent / "photonkick"
-    proc = subprocess.Popen(
-        [str(exe), "serve", str(spec), "--http", f"127.0.0.1:{port}", "--tftp", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc, banner, tftp_port = popen_serve(spec, port, env)
     try:
-        assert proc.stdout is not None
-        banner = "".join(proc.stdout.readline() for _ in range(6))
         assert f"dashboard  http://127.0.0.1:{port}/" in banner
-        tftp_port = int(re.search(r"TFTP       127.0.0.1 port (\d+)", banner).group(1))  # type: ignore[union-attr]
         out = tmp_path / "cfg"
         subprocess.run(
             [
