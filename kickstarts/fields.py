@@ -187,6 +187,9 @@ def choice(*choices: C) -> Parser[C]:
     parses a ``Firmware``)."""
 
     def parse(reader: Reader, node: Node, path: str) -> C:
+        s = scalar(reader, node, path)
+        if s.plain and s.raw in choices:  # YAML reads a plain `off`, `no` or `on` as a bool
+            return choices[choices.index(s.raw)]
         value = text(reader, node, path)
         if value not in choices:
             close = difflib.get_close_matches(value, choices, n=1)

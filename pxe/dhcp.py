@@ -55,7 +55,8 @@ def dnsmasq_boot_lines(inventory: Inventory) -> list[str]:
         "dhcp-match=set:efi64,option:client-arch,7",
         "dhcp-match=set:efi64,option:client-arch,9",
         "dhcp-userclass=set:ipxe,iPXE",
-        f"dhcp-boot=tag:ipxe,{chain}",
+        # iPXE drops a proxy-DHCP answer whose next-server (siaddr) is empty, URL or not.
+        f"dhcp-boot=tag:ipxe,{chain},,{server}",
         f"dhcp-boot=tag:!ipxe,tag:efi64,{UEFI_BOOT_FILE},,{server}",
         f"dhcp-boot=tag:!ipxe,tag:!efi64,{BIOS_BOOT_FILE},,{server}",
     ]

@@ -15,8 +15,6 @@ from photonkick.pxe.dhcp import IPXE_NO_PXEDHCP, dnsmasq_boot_lines, dnsmasq_htt
 
 LEASE_TIME = "1h"
 PXE_PROMPT = "photonkick"
-RA_INTERVAL = 60
-"""Seconds between unsolicited router advertisements in full mode (solicited ones go at once)."""
 
 
 @dataclass(frozen=True)
@@ -81,12 +79,6 @@ def dnsmasq_config(inventory: Inventory, mode: str, site: DhcpSite) -> str:
             # A free pool address is offered at once, not after a 3 s ping check: on a lab
             # network the spec's static hosts hold reservations, outside the pool or not.
             "no-ping",
-            # iPXE waits many seconds for an IPv6 router advertisement before it boots: answer
-            # its router solicitation at once, with the interface's IPv6 prefixes (none if it
-            # has none) and router lifetime 0, so no host takes this server as its IPv6 router.
-            "enable-ra",
-            f"dhcp-range=::,constructor:{site.interface},ra-only",
-            f"ra-param={site.interface},{RA_INTERVAL},0",
         ]
     lines += dnsmasq_boot_lines(inventory)
     if mode == "full":

@@ -23,6 +23,7 @@ from waitress import wasyncore
 from photonkick.kickstarts.errors import PhotonkickError, SpecError, UsageError
 from photonkick.kickstarts.inventory import load_inventory
 from photonkick.kickstarts.spec import Inventory
+from photonkick.pxe.dhcp import next_server
 from photonkick.server.boot_service import BootService
 from photonkick.server.files import read_or_create_secret
 from photonkick.server.http import create_app
@@ -73,7 +74,9 @@ class BootServer:
         self.webhooks = WebhookDispatcher(self.timeline, inventory.server.webhooks)
         self.timeline.subscribe(self.webhooks.offer)
         try:
-            loaders = loader_files(state.path / "cache")
+            self._cache = state.path / "cache"
+            self._tftp_server = next_server(inventory)
+            loaders = loader_files(self._cache, self._tftp_server)
             self.packages = PackageProgress(state.path / PACKAGES_FILE)
             self.timeline.subscribe(self.packages.on_event)
             self.service = BootService(
@@ -125,6 +128,9 @@ class BootServer:
         try:
             inventory = load_inventory(self.spec, imported=imported_installers(self.data_dir))
             self.service.reload(inventory)
+            if next_server(inventory) != self._tftp_server:
+                self._tftp_server = next_server(inventory)
+                self.service.loaders = loader_files(self._cache, self._tftp_server)
             self.webhooks.configure(inventory.server.webhooks)
             for hook in self.on_reload:
                 hook(inventory)

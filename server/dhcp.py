@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from pathlib import Path
 
 from photonkick.kickstarts.errors import SpecError
@@ -19,6 +20,7 @@ from photonkick.server.boot_service import BootService
 from photonkick.server.dhcp_log import DhcpEvent, DhcpLogParser, Leases
 from photonkick.server.dhcp_site import OFF_HINT, DhcpPlan, DhcpSetupError, resolve_site, with_mode
 from photonkick.server.files import write_atomic
+from photonkick.server.router_advert import RouterSolicitationAnswers
 from photonkick.server.supervisor import ChildFailed, Supervisor
 from photonkick.server.timeline import Timeline
 
@@ -127,7 +129,7 @@ class ManagedDhcp:
             log.debug("%s", line)
         elif line.strip():
             log.info("%s", _PREFIX.sub("dnsmasq: ", line))
-        for event in self._parser.feed(line):
+        for event in self._parser.feed(line, time.monotonic()):
             self._record(event)
 
     def _on_idle(self) -> None:
@@ -142,7 +144,10 @@ class ManagedDhcp:
             log.debug("DHCP %s from %s: not a spec host", event.kind, event.mac)
             return
         build = self.service.build(host.name)
-        self.timeline.record(host.name, build, DHCP_PHASE, event.detail, event.ip or "")
+        # Recorded when its transaction ended, dated when its packet arrived: the loader's
+        # first fetch may come between the two.
+        ago = 0.0 if event.at is None else time.monotonic() - event.at
+        self.timeline.record(host.name, build, DHCP_PHASE, event.detail, event.ip or "", ago=ago)
         log.info("%s: DHCP %s", host.name, event.detail)
 
 
@@ -159,4 +164,22 @@ def attach_dhcp(server: BootServer, plan: DhcpPlan, inventory: Inventory) -> Man
     server.on_stop.append(dhcp.stop)
     if plan.mode == "full":  # proxy mode sees no leases: the addresses are not ours
         server.service.leases = dhcp.leases
+    _answer_router_solicitations(server, plan.site.interface)
     return dhcp
+
+
+def _answer_router_solicitations(server: BootServer, interface: str) -> None:
+    """Empty router advertisements on ``interface``; a warning, and booting as before
+    (slower for iPXE), when they cannot be sent."""
+    answers = RouterSolicitationAnswers(interface)
+    try:
+        answers.start()
+    except OSError as exc:
+        log.warning(
+            "IPv6 router solicitations on %s not answered (%s): on a network without an "
+            "IPv6 router iPXE waits about 16 s before it boots",
+            interface,
+            exc,
+        )
+        return
+    server.on_stop.append(answers.stop)

@@ -34,6 +34,8 @@ class DhcpEvent:
     vendor_class: str | None = None
     user_class: str | None = None
     note: str | None = None
+    at: float | None = None
+    """When its packet line arrived (the reader's monotonic clock), if the reader said."""
 
     @property
     def detail(self) -> str:
@@ -58,6 +60,7 @@ class _Transaction:
     vendor_class: str | None = None
     user_class: str | None = None
     boot_file: str | None = None
+    at: float | None = None
 
 
 class DhcpLogParser:
@@ -70,8 +73,9 @@ class DhcpLogParser:
     def __init__(self) -> None:
         self._open: _Transaction | None = None
 
-    def feed(self, line: str) -> list[DhcpEvent]:
-        """Take one log line; return the events it completed (usually none)."""
+    def feed(self, line: str, at: float | None = None) -> list[DhcpEvent]:
+        """Take one log line that arrived at ``at``; return the events it completed
+        (usually none). Each event carries the arrival time of its packet line."""
         match = _LINE.match(line)
         if match is None:
             return []
@@ -82,7 +86,7 @@ class DhcpLogParser:
         if self._open is None or self._open.xid != xid:
             done = self.flush()
             self._open = _Transaction(xid)
-        self._take(self._open, text, done)
+        self._take(self._open, text, done, at)
         return done
 
     def flush(self) -> list[DhcpEvent]:
@@ -90,7 +94,7 @@ class DhcpLogParser:
         tx, self._open = self._open, None
         return [] if tx is None or tx.packet is None else [_finish(tx)]
 
-    def _take(self, tx: _Transaction, text: str, done: list[DhcpEvent]) -> None:
+    def _take(self, tx: _Transaction, text: str, done: list[DhcpEvent], at: float | None) -> None:
         if text.startswith("vendor class: "):
             tx.vendor_class = text.removeprefix("vendor class: ")[:MAX_CLASS]
         elif text.startswith("user class: "):
@@ -101,7 +105,7 @@ class DhcpLogParser:
             if tx.packet is not None:
                 done.append(_finish(tx))
                 tx.boot_file = None
-            tx.packet = packet
+            tx.packet, tx.at = packet, at
 
 
 def _packet(text: str) -> DhcpEvent | None:
@@ -130,7 +134,7 @@ def _finish(tx: _Transaction) -> DhcpEvent:
     assert tx.packet is not None
     p = tx.packet
     boot = tx.boot_file if p.kind in ("DHCPOFFER", "DHCPACK", "PXE") else None
-    return DhcpEvent(p.kind, p.mac, p.ip, boot, tx.vendor_class, tx.user_class, p.note)
+    return DhcpEvent(p.kind, p.mac, p.ip, boot, tx.vendor_class, tx.user_class, p.note, tx.at)
 
 
 class Leases:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -88,14 +89,29 @@ def grub_available() -> bool:
     return shutil.which("grub-mkimage") is not None and (GRUB_EFI_MODULES / "efinet.mod").exists()
 
 
-def build_network_grub(cache_dir: Path) -> Path:
-    """Build (once per GRUB version) a UEFI GRUB with network modules and a TFTP prefix."""
+def grub_prefix(tftp_server: str | None) -> str:
+    """Where the network GRUB loads its configs from: photonkick's TFTP address when it is
+    known, else whatever server the DHCP answer the firmware kept names.
+
+    GRUB reads its server from the firmware's cached DHCP acknowledgement, never from a
+    proxy-DHCP offer: beside a proxy, that names the network's own DHCP server."""
+    try:
+        address = ipaddress.IPv4Address(tftp_server or "")
+    except ValueError:
+        return f"(tftp)/{GRUB_PREFIX}"
+    return f"(tftp,{address})/{GRUB_PREFIX}"
+
+
+def build_network_grub(cache_dir: Path, tftp_server: str | None = None) -> Path:
+    """Build (once per GRUB version and prefix) a UEFI GRUB with network modules that loads
+    its configs over TFTP from ``tftp_server`` (see :func:`grub_prefix`)."""
     if not grub_available():
         raise LoaderError(
             "grub-mkimage or the x86_64-efi modules are missing: "
             "apt-get install grub-efi-amd64-bin grub-common"
         )
-    stamp = hashlib.sha256()
+    prefix = grub_prefix(tftp_server)
+    stamp = hashlib.sha256(prefix.encode())
     for module in GRUB_MODULES:
         stamp.update((GRUB_EFI_MODULES / f"{module}.mod").read_bytes())
     out = cache_dir / f"grubx64-{stamp.hexdigest()[:16]}.efi"
@@ -111,7 +127,7 @@ def build_network_grub(cache_dir: Path) -> Path:
             "-d",
             str(GRUB_EFI_MODULES),
             "-p",
-            f"(tftp)/{GRUB_PREFIX}",
+            prefix,
             "-o",
             str(partial),
             *GRUB_MODULES,
@@ -126,11 +142,14 @@ def build_network_grub(cache_dir: Path) -> Path:
     return out
 
 
-def loader_files(cache_dir: Path) -> dict[str, Path]:
-    """Every loader found here (and the network GRUB when it can be built), by TFTP name."""
+def loader_files(cache_dir: Path, tftp_server: str | None = None) -> dict[str, Path]:
+    """Every loader found here (and the network GRUB when it can be built), by TFTP name.
+
+    ``tftp_server``: the address the served GRUB fetches its configs from; None for a tree
+    that another TFTP server serves (GRUB then asks the server its DHCP answer names)."""
     found = {loader.name: path for loader in LOADERS if (path := loader.find())}
     if grub_available():
-        found["grubx64.efi"] = build_network_grub(cache_dir)
+        found["grubx64.efi"] = build_network_grub(cache_dir, tftp_server)
     return found
 
 

@@ -125,15 +125,27 @@ class Timeline:
         self._writer = threading.Thread(target=self._write_loop, name="timeline", daemon=True)
         self._writer.start()
 
-    def _event(self, host: str, build: int, kind: str, detail: str, client: str) -> Event:
-        wall, mono = self.clock.wall(), self.clock.mono()
+    def _event(
+        self, host: str, build: int, kind: str, detail: str, client: str, ago: float = 0.0
+    ) -> Event:
+        wall, mono = self.clock.wall() - ago, self.clock.mono() - ago
         return Event(host, build, kind, detail, client, wall, mono, self.run, self.server_id)
 
-    def record(self, host: str, build: int, kind: str, detail: str = "", client: str = "") -> Event:
-        """Append an event. It is written by a background thread within ``WRITE_DELAY``
-        seconds (or once the database takes writes again), in order, and every read in this
-        process sees it at once. Never waits for the database."""
-        event = self._event(host, build, kind, detail, client)
+    def record(
+        self,
+        host: str,
+        build: int,
+        kind: str,
+        detail: str = "",
+        client: str = "",
+        *,
+        ago: float = 0.0,
+    ) -> Event:
+        """Append an event that happened ``ago`` seconds before now. It is written by a
+        background thread within ``WRITE_DELAY`` seconds (or once the database takes writes
+        again), and every read in this process sees it at once. Never waits for the
+        database."""
+        event = self._event(host, build, kind, detail, client, max(0.0, ago))
         if self._closing.is_set():
             log.warning("timeline closed: %s %s for %s not recorded", kind, detail[:80], host)
             return event
@@ -349,7 +361,8 @@ class Timeline:
     def events(
         self, host: str, build: int | None = None, *, last_known: bool = False
     ) -> list[Event]:
-        """The host's events (of one build, or all), oldest first, stored or pending.
+        """The host's events (of one build, or all), oldest first (by the time they
+        happened, not the order they were recorded in), stored or pending.
 
         Raises StoreUnavailable when the store cannot be read; with ``last_known`` the
         stored events last read instead (what a boot request goes on from).
@@ -375,7 +388,7 @@ class Timeline:
             self._read_failing = False
             self._known[key] = stored
         seen = set(stored)
-        return stored + [e for e in pending if e not in seen]
+        return sorted(stored + [e for e in pending if e not in seen], key=lambda e: e.wall)
 
     def wait_for(
         self,

@@ -14,6 +14,7 @@ import pytest
 from conftest import EXAMPLE, REPO
 
 from photonkick.server.cli import main
+from photonkick.server.loaders import grub_prefix
 
 GOOD = """
 server: {url: https://pk.example, boot_url: "http://192.0.2.1:8080"}
@@ -186,6 +187,7 @@ def test_render_writes_boot_tree_and_loaders(tmp_path: Path) -> None:
     ).read_bytes()
     # The GRUB image is a PE/COFF EFI application with the network prefix embedded.
     grub = (out / "tftp/grubx64.efi").read_bytes()
+    # A rendered tree is served by another TFTP server: GRUB asks the one DHCP names.
     assert grub[:2] == b"MZ" and b"(tftp)/grub" in grub
 
 
@@ -209,3 +211,16 @@ def test_check_prints_dhcp_settings() -> None:
     result = run("check", "--example")
     assert "bundled example: 4 hosts" in result.stdout
     assert "dhcp-boot=tag:!ipxe,tag:efi64,grubx64.efi,,192.0.2.1" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("server", "prefix"),
+    [
+        ("192.0.2.1", "(tftp,192.0.2.1)/grub"),
+        ("boot.example.com", "(tftp)/grub"),
+        (None, "(tftp)/grub"),
+    ],
+)
+def test_grub_prefix_names_an_address_only(server: str | None, prefix: str) -> None:
+    # GRUB resolves no names before its config runs: a host name leaves the DHCP answer's.
+    assert grub_prefix(server) == prefix

@@ -90,6 +90,16 @@ def test_a_transaction_ends_at_the_next_or_when_flushed() -> None:
     assert parser.flush() == []
 
 
+def test_an_event_carries_the_arrival_of_its_packet_line() -> None:
+    parser = DhcpLogParser()
+    lines = FULL_MODE_LOG.splitlines()[2:7]
+    events = [e for at, line in enumerate(lines) for e in parser.feed(line, float(at))]
+    offer = parser.flush()[0]
+    packet_lines = [at for at, line in enumerate(lines) if "DHCPDISCOVER(" in line]
+    assert events[0].at == float(packet_lines[0])
+    assert offer.at == float(next(i for i, ln in enumerate(lines) if "DHCPOFFER(" in ln))
+
+
 def test_garbage_lines_are_ignored() -> None:
     text = "\n".join(
         [

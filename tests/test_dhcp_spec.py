@@ -27,6 +27,16 @@ def test_dhcp_is_off_by_default(write_spec: Callable[[str], Path]) -> None:
     assert dhcp.at == Location(str(spec), 1, 9)
 
 
+def test_plain_off_is_the_mode_not_a_boolean(write_spec: Callable[[str], Path]) -> None:
+    # YAML 1.1 reads a plain `off` as false; the documented `mode: off` must still work.
+    spec = write_spec("server:\n  url: http://192.0.2.1:8080\n  dhcp:\n    mode: off\n" + HOSTS)
+    assert load_inventory(spec, {}).server.dhcp.mode == "off"
+    quoted_false = write_spec(
+        "server:\n  url: http://192.0.2.1:8080\n  dhcp: {mode: false}\n" + HOSTS
+    )
+    assert problems(quoted_false) == ["F:3:16: server.dhcp.mode: expected a string, got 'false'"]
+
+
 def test_full_mode_reads_interface_and_range(write_spec: Callable[[str], Path]) -> None:
     spec = write_spec(
         """

@@ -41,7 +41,7 @@ BOOT = """\
 dhcp-match=set:efi64,option:client-arch,7
 dhcp-match=set:efi64,option:client-arch,9
 dhcp-userclass=set:ipxe,iPXE
-dhcp-boot=tag:ipxe,http://192.0.2.1:8080/ipxe/boot.ipxe
+dhcp-boot=tag:ipxe,http://192.0.2.1:8080/ipxe/boot.ipxe,,192.0.2.1
 dhcp-boot=tag:!ipxe,tag:efi64,grubx64.efi,,192.0.2.1
 dhcp-boot=tag:!ipxe,tag:!efi64,lpxelinux.0,,192.0.2.1
 """
@@ -62,9 +62,6 @@ dhcp-range=192.0.2.100,192.0.2.200,255.255.255.0,1h
 dhcp-authoritative
 dhcp-ignore-clid
 no-ping
-enable-ra
-dhcp-range=::,constructor:eth1,ra-only
-ra-param=eth1,60,0
 """
         + BOOT
         + """\

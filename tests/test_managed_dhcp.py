@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -319,6 +321,8 @@ def test_proxy_mode_adds_boot_answers_beside_another_dhcp_server(
         proxy = _from(got[name], SERVER_IP)
         assert (proxy.yiaddr, proxy.boot_file) == ("0.0.0.0", boot_file), name
         assert proxy.options[60] == b"PXEClient"
+        # iPXE ignores a proxy answer without a next-server, even one naming an HTTP URL.
+        assert proxy.siaddr == SERVER_IP, name
     assert (boot_server.kind, boot_server.boot_file) == (ACK, "grubx64.efi")
     assert boot_server.siaddr == SERVER_IP
     # dnsmasq's proxy answers PXEClient only: a UEFI HTTP-boot client gets no boot answer.
@@ -498,3 +502,60 @@ def test_dnsmasq_left_by_a_killed_serve_is_stopped_by_the_next(
     assert _dnsmasq_pid(net) not in (None, orphan)
     replies = _client(net, lambda c: c.exchange(WEB, DISCOVER, BIOS, count=1))
     assert [r.yiaddr for r in replies] == ["192.0.2.21"]
+
+
+def _link_local_ready(net: DhcpNet, ns: str, interface: str) -> bool:
+    shown = subprocess.run(
+        net.exec_args(ns, ["ip", "-6", "addr", "show", "dev", interface, "scope", "link"]),
+        capture_output=True,
+        text=True,
+    ).stdout
+    return "inet6" in shown and "tentative" not in shown
+
+
+def _solicit(net: DhcpNet, hops: int, wait: float = 2.0) -> list[tuple[bytes, int | None]]:
+    """A router solicitation from the client namespace; the advertisements that came back
+    (ICMPv6 message and hop limit) within ``wait`` seconds."""
+    _wait(lambda: _link_local_ready(net, net.client, CLIENT_IF))
+
+    def exchange() -> list[tuple[bytes, int | None]]:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        with sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, CLIENT_IF.encode())
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, hops)
+            ifindex = socket.if_nametoindex(CLIENT_IF)
+            sock.sendto(bytes([133, 0, 0, 0, 0, 0, 0, 0]), ("ff02::2", 0, 0, ifindex))
+            got: list[tuple[bytes, int | None]] = []
+            deadline = time.monotonic() + wait
+            while (left := deadline - time.monotonic()) > 0:
+                if not select.select([sock], [], [], left)[0]:
+                    break
+                data, ancillary, _, _ = sock.recvmsg(1500, socket.CMSG_SPACE(4))
+                if data[:1] == bytes([134]):
+                    limits = [struct.unpack("i", d[:4])[0] for _, kind, d in ancillary
+                              if kind == socket.IPV6_HOPLIMIT]  # fmt: skip
+                    got.append((data, limits[0] if limits else None))
+            return got
+
+    return net.inside(net.client, exchange)
+
+
+@pytest.mark.parametrize("mode", ["proxy", "full"])
+def test_router_solicitations_get_empty_adverts(
+    net: DhcpNet, serve: Callable[..., Serve], mode: str
+) -> None:
+    """iPXE waits ~16 s for an IPv6 router on a network without one (this one: the bridge
+    has no IPv6 prefix): serve answers its solicitation, once, with an advertisement that
+    makes nobody a router and announces nothing."""
+    server = serve("--dhcp", mode)
+    server.wait_for("photonkick serving")
+    _wait(lambda: _link_local_ready(net, net.server, BRIDGE))
+    (advert, hops), *more = _solicit(net, hops=255)
+    assert not more
+    assert hops == 255
+    assert len(advert) == 16  # the header alone: no prefix, no MTU, no link-layer option
+    kind, code, _sum, hop_limit, flags, lifetime = struct.unpack("!BBHBBH", advert[:8])
+    assert (kind, code, hop_limit, flags, lifetime) == (134, 0, 0, 0, 0)
+    # A solicitation that crossed a router (hop limit below 255) is not from this link.
+    assert _solicit(net, hops=64, wait=1.0) == []

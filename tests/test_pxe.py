@@ -157,5 +157,5 @@ def test_dhcp_instructions_name_each_boot_file(example: Inventory) -> None:
     assert "next-server           192.0.2.1" in text_
     assert "dhcp-boot=tag:!ipxe,tag:!efi64,lpxelinux.0,,192.0.2.1" in text_
     assert "dhcp-boot=tag:!ipxe,tag:efi64,grubx64.efi,,192.0.2.1" in text_
-    assert "dhcp-boot=tag:ipxe,http://192.0.2.1:8080/ipxe/boot.ipxe" in text_
+    assert "dhcp-boot=tag:ipxe,http://192.0.2.1:8080/ipxe/boot.ipxe,,192.0.2.1" in text_
     assert 'filename "grubx64.efi";' in text_

@@ -250,6 +250,14 @@ def test_unknown_wrong_and_old_tokens_look_alike(lab: Lab) -> None:
     assert lab.get(path)[0] == 404
 
 
+def test_served_grub_asks_this_server_for_its_configs(lab: Lab) -> None:
+    # Beside a proxy DHCP the firmware's DHCP answer names another server; GRUB must not
+    # take its TFTP server from there.
+    grub = lab.tftp("grubx64.efi")
+    assert grub[:2] == b"MZ" and b"(tftp,127.0.0.1)/grub" in grub
+    assert b"(tftp)/grub" not in grub
+
+
 def test_unknown_mac_boots_locally(lab: Lab) -> None:
     with pytest.raises(subprocess.CalledProcessError):
         lab.tftp("pxelinux.cfg/01-00-50-56-aa-bb-cc")

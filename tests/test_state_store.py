@@ -28,6 +28,7 @@ from photonkick.server.timeline import (
     StoreUnavailable,
     Timeline,
     callback_effect,
+    phase_offsets,
 )
 
 THREADS = 16
@@ -242,6 +243,23 @@ def test_reads_see_pending_events_without_writing(backend: Backend) -> None:
     fresh = backend.timeline()
     assert [e.kind for e in fresh.events("web01", 1)] == ["config"]
     assert fresh.boot_ips() == {"web01": "192.0.2.9"}
+    fresh.close()
+    timeline.close()
+
+
+def test_a_late_recorded_event_is_listed_when_it_happened(backend: Backend) -> None:
+    """A DHCP packet recorded after the loader's fetch it led to (its log transaction ended
+    later) is listed, stored or pending, before that fetch, and the build starts with it."""
+    timeline = backend.timeline()
+    timeline.record("web01", 1, "config", "ipxe config", "192.0.2.9")
+    timeline.record("web01", 1, "dhcp", "DHCPACK 192.0.2.9", "192.0.2.9", ago=0.5)
+    assert [e.kind for e in timeline.events("web01", 1)] == ["dhcp", "config"]
+    timeline.flush()
+    fresh = backend.timeline()
+    events = fresh.events("web01", 1)
+    assert [e.kind for e in events] == ["dhcp", "config"]
+    offsets = phase_offsets(events)
+    assert offsets["dhcp"] == 0 and offsets["config"] == pytest.approx(0.5, abs=0.2)
     fresh.close()
     timeline.close()
 

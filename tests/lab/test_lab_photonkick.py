@@ -471,18 +471,9 @@ def _booted_from(o: Outcome) -> str:
     return str(client)
 
 
-#: Why no VM boots by photonkick's proxy DHCP yet (found by this tier): QEMU's iPXE ROM
-#: takes the proxy offer, repeats its request to the proxy five times and boots the disk
-#: instead; OVMF's PXE loads grubx64.efi through the proxy, but GRUB takes its TFTP server
-#: from the DHCP server's own answer, which has none, and never fetches its config. The
-#: tests fail until that is fixed (strict: they must then be switched back on).
-PROXY_BROKEN = pytest.mark.xfail(
-    strict=True,
-    reason="proxy DHCP: iPXE ignores dnsmasq's proxy answer; GRUB finds no TFTP server",
-)
 PARAMS = pytest.mark.parametrize(
     "machine",
-    [pytest.param(m, marks=PROXY_BROKEN) if m.mode == "proxy" else m for m in MACHINES],
+    MACHINES,
     ids=[m.name for m in MACHINES],
 )
 
