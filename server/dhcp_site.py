@@ -197,8 +197,8 @@ def check_machine(site: DhcpSite) -> str:
 def stop_leftover(pid_file: Path, grace: float = 5.0) -> None:
     """Stop a dnsmasq an earlier `serve` of this state directory left running.
 
-    dnsmasq drops root after it starts, which also drops the signal that would have ended it
-    with a killed `serve`; its pid file (written while it was root) finds it again. Only a
+    The tether that stops dnsmasq with `serve` (see supervisor.py) leaves it only when the
+    tether was killed too; its pid file (written while it was root) finds it again. Only a
     process that is dnsmasq with this state directory's config is stopped.
     """
     try:

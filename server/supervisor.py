@@ -1,14 +1,19 @@
 """A child process kept running: started and checked ready, its output read line by line,
-restarted with a back-off when it dies, restarted on request, stopped with its parent."""
+restarted with a back-off when it dies, restarted on request, stopped with its parent.
+
+The child runs under a tether (tether.py) holding a pipe only this process writes to: when
+this process ends, by any means, the pipe breaks and the tether stops the child within a
+second, even a child that dropped root (which loses the kernel's parent-death signal).
+"""
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import select
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -16,7 +21,7 @@ from collections.abc import Callable, Sequence
 from photonkick.server.fd_wait import wait_for_fd
 
 log = logging.getLogger("photonkick.server.supervisor")
-PR_SET_PDEATHSIG = 1
+TETHER = [sys.executable, "-m", "photonkick.server.tether"]
 IDLE = 0.2
 """Seconds of quiet output after which ``on_idle`` is called."""
 FIRST_DELAY = 1.0
@@ -32,15 +37,6 @@ class ChildFailed(Exception):
         self.status = status
         self.lines = lines
         super().__init__(lines[-1] if lines else f"exit status {status}")
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the thread that started it ends (a killed parent).
-
-    The kernel forgets this when the child changes its user (as dnsmasq does after it
-    started); such a child needs its own way back (see dhcp_site.stop_leftover)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Supervisor:
@@ -62,6 +58,8 @@ class Supervisor:
         self.restarts = 0
         """How many times the child was started again after dying or on request."""
         self._proc: subprocess.Popen[bytes] | None = None
+        self._lifelines: dict[int, int] = {}
+        """The write end of each running tether's lifeline, by the tether's pid."""
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._restart_asked = False
@@ -71,7 +69,7 @@ class Supervisor:
 
     @property
     def pid(self) -> int | None:
-        """The running child's process id."""
+        """The process id of the running child's tether (the child is its only child)."""
         proc = self._proc
         return proc.pid if proc is not None and proc.poll() is None else None
 
@@ -84,15 +82,13 @@ class Supervisor:
         while True:
             got = self._read(proc, max(0.0, deadline - time.monotonic()))
             if got is None:
-                status = proc.wait()
-                if proc.stdout is not None:
-                    proc.stdout.close()
-                raise ChildFailed(status, lines[-5:])
+                raise ChildFailed(self._reap(proc), lines[-5:])
             lines += got
             if any(self.ready(line) for line in got):
                 break
             if time.monotonic() >= deadline:
                 self._terminate(proc)
+                self._reap(proc)
                 raise TimeoutError(f"{self.name} did not start within {timeout:.0f} s")
         self._thread = threading.Thread(target=self._watch, name=self.name, daemon=True)
         self._thread.start()
@@ -118,16 +114,25 @@ class Supervisor:
     def _spawn(self) -> subprocess.Popen[bytes]:
         self._pending = b""
         self._last = []
-        proc = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C at serve's terminal is serve's to handle
-            preexec_fn=_die_with_parent,
-        )
+        lifeline, ours = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [*TETHER, *self.argv],
+                stdin=lifeline,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                # A Ctrl-C at serve's terminal is serve's to handle, and a kill of serve's
+                # process group must leave the tether to stop the child.
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(ours)
+            raise
+        finally:
+            os.close(lifeline)
         with self._lock:
             self._proc = proc
+            self._lifelines[proc.pid] = ours
         return proc
 
     def _read(self, proc: subprocess.Popen[bytes], wait: float) -> list[str] | None:
@@ -162,10 +167,9 @@ class Supervisor:
             started = time.monotonic()
             if proc is not None:
                 while self._read(proc, IDLE) is not None:
-                    pass
-                status: int | None = proc.wait()
-                if proc.stdout is not None:
-                    proc.stdout.close()
+                    if _ended(proc):  # the tether was killed alone; its child holds the pipe
+                        _kill_group(proc)
+                status: int | None = self._reap(proc)
             else:
                 status = None
             self.on_idle()
@@ -192,11 +196,42 @@ class Supervisor:
                     self._proc = None
 
     def _terminate(self, proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-        if proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        """SIGTERM the tether (it passes it on and ends with the child); SIGKILL its whole
+        process group after ``grace`` seconds."""
+        if not _ended(proc):
+            proc.terminate()
+            deadline = time.monotonic() + grace
+            while not _ended(proc) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        _kill_group(proc)
+
+    def _reap(self, proc: subprocess.Popen[bytes]) -> int:
+        """Wait for the tether, close our ends of its pipes; its exit status."""
+        status = proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        with self._lock:
+            ours = self._lifelines.pop(proc.pid, None)
+        if ours is not None:
+            os.close(ours)
+        return status
+
+
+def _ended(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether the tether has ended; it is not reaped, so its pid names its group still."""
+    if proc.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # reaped by another thread
+        return True
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL what is left of the tether's process group (it leads a session of its own)."""
+    if proc.returncode is not None:
+        return  # reaped: the number may be another process's by now
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -87,7 +87,10 @@ def _kill_namespace_processes(ns: str) -> None:
 class Serve:
     """`photonkick serve` running in the server namespace, its output collected."""
 
-    def __init__(self, net: DhcpNet, spec: Path, *args: str, wrap: Sequence[str] = ()) -> None:
+    def __init__(
+        self, net: DhcpNet, spec: Path, *args: str, wrap: Sequence[str] = (), group: bool = False
+    ) -> None:
+        """``group``: serve leads a process group of its own (to be killed as a group)."""
         argv = [*wrap, sys.executable, "-m", "photonkick.server", "serve", str(spec)]
         argv += ["--http", f"{SERVER_IP}:8080", "--tftp", f"{SERVER_IP}:6969", *args]
         self.proc = subprocess.Popen(
@@ -95,6 +98,7 @@ class Serve:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=group,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -136,11 +140,16 @@ def serve(net: DhcpNet, tmp_path: Path) -> Iterator[Callable[..., Serve]]:
     started: list[Serve] = []
 
     def start(
-        *args: str, spec: str = SPEC, folder: Path = tmp_path, wrap: Sequence[str] = ()
+        *args: str,
+        spec: str = SPEC,
+        folder: Path = tmp_path,
+        wrap: Sequence[str] = (),
+        group: bool = False,
     ) -> Serve:
         path = folder / "lab.yaml"
         path.write_text(spec)
-        started.append(Serve(net, path, "--state", str(folder / "state"), *args, wrap=wrap))
+        state = ("--state", str(folder / "state"))
+        started.append(Serve(net, path, *state, *args, wrap=wrap, group=group))
         return started[-1]
 
     yield start
@@ -485,17 +494,72 @@ def test_an_interface_that_is_not_there_is_a_spec_error(
     )
 
 
+def _pid_file(tmp_path: Path) -> int:
+    return int((tmp_path / "state" / "dnsmasq.pid").read_text().split()[0])
+
+
+def _ended(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie waiting for its reaper counts as ended)."""
+    try:
+        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
+def _parent(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("\nPPid:\t", 1)[1].split()[0])
+
+
+@pytest.mark.parametrize("kill", ["process", "group"])
+def test_dnsmasq_ends_with_a_killed_serve(
+    net: DhcpNet, serve: Callable[..., Serve], tmp_path: Path, kill: str
+) -> None:
+    server = serve("--dhcp", "full", group=True)
+    server.wait_for("photonkick serving")
+    dnsmasq = _pid_file(tmp_path)
+    assert _dnsmasq_pid(net) == dnsmasq
+    assert Path(f"/proc/{dnsmasq}").stat().st_uid == NOBODY  # it still gives up root
+    if kill == "process":
+        os.kill(server.proc.pid, signal.SIGKILL)
+    else:  # what a test harness or a service manager does to serve's process group
+        os.killpg(server.proc.pid, signal.SIGKILL)
+    server.finish()
+    killed = time.monotonic()
+    _wait(lambda: _ended(dnsmasq), timeout=5)
+    assert time.monotonic() - killed < 2
+    _wait(lambda: _namespace_commands(net.server) == [], timeout=2)  # nothing keeps it alive
+    assert _client(net, lambda c: c.exchange(WEB, DISCOVER, BIOS, wait=1.0)) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_a_stopped_serve_ends_dnsmasq_before_it_exits(
+    net: DhcpNet, serve: Callable[..., Serve], tmp_path: Path, signum: int
+) -> None:
+    server = serve("--dhcp", "proxy")
+    server.wait_for("photonkick serving")
+    dnsmasq = _pid_file(tmp_path)
+    assert _dnsmasq_pid(net) == dnsmasq
+    server.proc.send_signal(signum)
+    assert server.finish() == 0
+    assert not Path(f"/proc/{dnsmasq}").exists()  # ended and reaped while serve still ran
+    assert "dnsmasq exited" not in server.output
+
+
 def test_dnsmasq_left_by_a_killed_serve_is_stopped_by_the_next(
-    net: DhcpNet, serve: Callable[..., Serve]
+    net: DhcpNet, serve: Callable[..., Serve], tmp_path: Path
 ) -> None:
     first = serve("--dhcp", "full")
     first.wait_for("photonkick serving")
-    orphan = _dnsmasq_pid(net)
-    assert orphan is not None
-    first.proc.kill()  # no chance to stop its child
+    orphan = _pid_file(tmp_path)
+    tether = _parent(orphan)
+    # Only a kill of serve and of the tether that stops dnsmasq with it leaves dnsmasq behind.
+    os.kill(tether, signal.SIGSTOP)
+    first.proc.kill()
     first.finish()
-    assert _dnsmasq_pid(net) == orphan  # dnsmasq runs on (it dropped root, and with it the
-    # signal that would have ended it with its parent)
+    os.kill(tether, signal.SIGKILL)
+    _wait(lambda: _parent(orphan) != tether)
+    assert _dnsmasq_pid(net) == orphan
     second = serve("--dhcp", "full")
     second.wait_for("photonkick serving")
     assert f"stopped dnsmasq (pid {orphan}) that an earlier serve left running" in second.lines

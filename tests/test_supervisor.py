@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +128,103 @@ def test_killed_child_is_noticed(caplog: pytest.LogCaptureFixture) -> None:
         wait(lambda: any("status -9" in r.getMessage() for r in caplog.records))
         sup.stop()
     assert "c exited (status -9); restarting in 1 s" in caplog.records[0].getMessage()
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie waiting for its reaper counts as ended)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+# Like dnsmasq: says ready, then gives up root (which makes the kernel forget the signal it
+# was to get when its parent dies), then runs on quietly.
+DROPS_ROOT = (
+    "import os, time; print('ready', os.getpid(), flush=True)\n"
+    "if os.geteuid() == 0: os.setgid(65534); os.setuid(65534)\n"
+    "time.sleep(60)"
+)
+# A process that supervises DROPS_ROOT and prints what it says.
+HOST = f"""
+import sys, time
+from photonkick.server.supervisor import Supervisor
+child = [sys.executable, "-c", {DROPS_ROOT!r}]
+sup = Supervisor("c", child, lambda line: print(line, flush=True), lambda: None,
+                 lambda line: line.startswith("ready"))
+sup.start()
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("kill", ["process", "group"])
+def test_the_child_ends_with_a_killed_parent_even_after_dropping_root(kill: str) -> None:
+    host = subprocess.Popen(
+        [sys.executable, "-c", HOST], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert host.stdout is not None
+        said = host.stdout.readline().split()
+        assert said[0] == "ready", said
+        pid = int(said[1])
+        wait(lambda: os.geteuid() != 0 or Path(f"/proc/{pid}").stat().st_uid == 65534)
+        if kill == "process":
+            os.kill(host.pid, signal.SIGKILL)
+        else:  # what a test harness or a service manager does to serve's process group
+            os.killpg(host.pid, signal.SIGKILL)
+        host.wait(5)
+        killed = time.monotonic()
+        wait(lambda: _gone(pid), timeout=5)
+        assert time.monotonic() - killed < 2
+    finally:
+        host.kill()
+        host.wait()
+
+
+def test_a_tether_killed_alone_takes_its_child_along(caplog: pytest.LogCaptureFixture) -> None:
+    out = Lines()
+    script = "import os, time; print('ready', os.getpid(), flush=True); time.sleep(60)"
+    sup = Supervisor("c", child(script), out.line, out.on_idle, lambda s: s.startswith("ready"))
+    with caplog.at_level(logging.ERROR, "photonkick.server.supervisor"):
+        sup.start()
+        tether, pid = sup.pid, int(out.lines[0].split()[1])
+        assert tether is not None and tether != pid
+        os.kill(tether, signal.SIGKILL)
+        wait(lambda: _gone(pid), timeout=2)
+        wait(lambda: len(out.lines) == 2)
+        sup.stop()
+    assert "c exited (status -9); restarting in 1 s" in caplog.records[0].getMessage()
+
+
+def test_stop_kills_a_child_that_ignores_sigterm_after_the_grace() -> None:
+    out = Lines()
+    script = (
+        "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', os.getpid(), flush=True); time.sleep(60)"
+    )
+    sup = Supervisor("c", child(script), out.line, out.on_idle, lambda s: s.startswith("ready"))
+    sup.start()
+    pid = int(out.lines[0].split()[1])
+    started = time.monotonic()
+    sup.stop(grace=0.5)
+    assert 0.5 <= time.monotonic() - started < 3
+    assert _gone(pid) and sup.pid is None
+
+
+def test_the_child_exit_status_and_signal_come_through_the_tether() -> None:
+    out = Lines()
+    for script, status in (("raise SystemExit(7)", 7), ("import os; os.kill(os.getpid(), 9)", -9)):
+        sup = Supervisor("c", child(script), out.line, out.on_idle, bool)
+        with pytest.raises(ChildFailed) as info:
+            sup.start()
+        assert info.value.status == status
+
+
+def test_a_program_that_cannot_be_started_is_a_failure_with_the_reason() -> None:
+    out = Lines()
+    sup = Supervisor("c", ["/nonexistent/prog"], out.line, out.on_idle, lambda s: s == "ready")
+    with pytest.raises(ChildFailed) as info:
+        sup.start()
+    why = "cannot start /nonexistent/prog: No such file or directory"
+    assert (info.value.status, str(info.value)) == (127, why)
