@@ -116,9 +116,7 @@ def loader_host_blocks(inventory: Inventory) -> str:
         else:
             boot_file = UEFI_BOOT_FILE if host.loader == "grub" else BIOS_BOOT_FILE
             choose = f'    filename "{boot_file}";\n'
-        blocks.append(
-            f"  host {host.name} {{\n    hardware ethernet {host.mac};\n{choose}  }}\n"
-        )
+        blocks.append(f"  host {host.name} {{\n    hardware ethernet {host.mac};\n{choose}  }}\n")
     return "".join(blocks)
 
 

@@ -70,7 +70,9 @@ def test_loader_defaults_to_auto_and_merges_like_other_keys(
         "auto01": "auto",
         "iso01": "ipxe",
     }
-    plain = write_spec("server: {url: http://192.0.2.1:8080}\nhosts: [{name: a, mac: '02:00:00:00:00:01'}]\n")
+    plain = write_spec(
+        "server: {url: http://192.0.2.1:8080}\nhosts: [{name: a, mac: '02:00:00:00:00:01'}]\n"
+    )
     assert load_inventory(plain, {}).hosts[0].loader == "auto"
 
 
