@@ -31,6 +31,7 @@ from photonkick.kickstarts.installer import FILESYSTEMS, LINUX_FLAVORS
 from photonkick.kickstarts.secrets import Secret
 from photonkick.kickstarts.source import Map, Node, Scalar, Seq
 from photonkick.kickstarts.spec import (
+    BOOT_LOADERS,
     BOOT_MODES,
     DEFAULT_PACKAGES,
     FIRMWARES,
@@ -418,6 +419,7 @@ HOST_FIELDS: dict[str, Field] = {
     "profile": Field(profile_names, ()),
     "firmware": Field(choice(*FIRMWARES), "efi"),
     "boot": Field(choice(*BOOT_MODES), "pxe"),
+    "loader": Field(choice(*BOOT_LOADERS), "auto"),
     "disk": Field(matching(r"/dev/[\w/.:-]+", "a device path such as /dev/sda"), "/dev/sda"),
     "partitions": Field(partitions, ()),
     "packages": Field(

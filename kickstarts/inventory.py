@@ -377,6 +377,7 @@ def _check_host(
             loc, f"{where}.boot", "http (UEFI HTTP boot) needs firmware: efi", "use boot: pxe"
         )
         ok = False
+    ok = _check_loader(reader, host, node, where) and ok
     if host.mac is not None:
         if host.mac in macs:
             reader.fail(
@@ -398,6 +399,36 @@ def _check_host(
     ok = _check_raw_kickstart(reader, host, node, where, photon) and ok
     ok = _check_password_schemes(reader, host, node, where, photon) and ok
     return ok
+
+
+LOADER_FIRMWARE = {"grub": "efi", "pxelinux": "bios"}
+"""Loaders that run on one firmware only."""
+
+
+def _check_loader(reader: Reader, host: Host, node: Map, where: str) -> bool:
+    """A loader the host's firmware can run, and that its boot mode hands out at all."""
+    if host.loader == "auto":
+        return True
+    loc = node.items["loader"].loc
+    needs = LOADER_FIRMWARE.get(host.loader)
+    if needs is not None and host.firmware != needs:
+        other = "grub or ipxe" if needs == "bios" else "pxelinux or ipxe"
+        reader.fail(
+            loc,
+            f"{where}.loader",
+            f"{host.loader} needs firmware: {needs} (this host has firmware: {host.firmware})",
+            f"use loader: {other}, or auto",
+        )
+        return False
+    if host.boot == "http" and host.loader != "ipxe":
+        reader.fail(
+            loc,
+            f"{where}.loader",
+            f"boot: http always loads iPXE (snponly.efi over HTTP), never {host.loader}",
+            "use boot: pxe to choose the loader, or leave loader out",
+        )
+        return False
+    return True
 
 
 def _assumed_hint(photon: Photon) -> str | None:

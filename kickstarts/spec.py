@@ -22,6 +22,9 @@ or the ISO plus a guestinfo kickstart."""
 BOOT_MODES: tuple[BootMode, ...] = get_args(BootMode)
 NETWORK_BOOTS: tuple[BootMode, ...] = ("pxe", "http")
 """Boot modes that load the installer over the network, from the host's per-MAC config."""
+BootLoader = Literal["auto", "ipxe", "grub", "pxelinux"]
+"""The loader DHCP hands a PXE host: ``auto`` chooses by client type (iPXE, UEFI x64, BIOS)."""
+BOOT_LOADERS: tuple[BootLoader, ...] = get_args(BootLoader)
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class Host:
     profiles: tuple[str, ...] = ()
     firmware: Firmware = "efi"
     boot: BootMode = "pxe"
+    loader: BootLoader = "auto"
     disk: str = "/dev/sda"
     partitions: tuple[Partition, ...] = ()
     packages: tuple[str, ...] = DEFAULT_PACKAGES

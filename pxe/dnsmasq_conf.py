@@ -11,7 +11,15 @@ import ipaddress
 from dataclasses import dataclass
 
 from photonkick.kickstarts.spec import Host, Inventory
-from photonkick.pxe.dhcp import IPXE_NO_PXEDHCP, dnsmasq_boot_lines, dnsmasq_http_boot_lines
+from photonkick.pxe.dhcp import (
+    IPXE_NO_PXEDHCP,
+    dnsmasq_boot_lines,
+    dnsmasq_http_boot_lines,
+    dnsmasq_loader_lines,
+    dnsmasq_loader_tags,
+    loader_hosts,
+    loader_tag,
+)
 
 LEASE_TIME = "1h"
 PXE_PROMPT = "photonkick"
@@ -80,16 +88,28 @@ def dnsmasq_config(inventory: Inventory, mode: str, site: DhcpSite) -> str:
             # network the spec's static hosts hold reservations, outside the pool or not.
             "no-ping",
         ]
-    lines += dnsmasq_boot_lines(inventory)
-    if mode == "full":
+    lines += dnsmasq_boot_lines(inventory) + dnsmasq_loader_lines(inventory)
+    if mode == "proxy":
+        lines += dnsmasq_loader_tags(inventory)
+    else:
         # dnsmasq's proxy mode never answers HTTPClient; in full mode UEFI HTTP boot works.
         lines += dnsmasq_http_boot_lines(inventory)
         lines.append(IPXE_NO_PXEDHCP)
-        reserved = reservations(inventory, network)[0]
-        lines += [f"dhcp-host={h.mac},{ip},{h.name}" for h, ip in reserved]
-        # The others get a pool address, and their spec name as host name all the same.
-        named = {h.name for h, _ in reserved}
-        lines += [
-            f"dhcp-host={h.mac},{h.name}" for h in inventory.hosts if h.mac and h.name not in named
-        ]
+        lines += host_lines(inventory, network)
     return "\n".join(lines) + "\n"
+
+
+def host_lines(inventory: Inventory, network: ipaddress.IPv4Network) -> list[str]:
+    """Full mode's one ``dhcp-host`` line per spec MAC: its reserved address or its spec name
+    as host name, and the tag of the loader it chose (dnsmasq reads one line per MAC)."""
+    tags = {h.name: f"set:{loader_tag(h.loader)}," for h in loader_hosts(inventory)}
+    reserved = reservations(inventory, network)[0]
+    lines = [f"dhcp-host={h.mac},{tags.get(h.name, '')}{ip},{h.name}" for h, ip in reserved]
+    # The others get a pool address, and their spec name as host name all the same.
+    named = {h.name for h, _ in reserved}
+    lines += [
+        f"dhcp-host={h.mac},{tags.get(h.name, '')}{h.name}"
+        for h in inventory.hosts
+        if h.mac and h.name not in named
+    ]
+    return lines

@@ -25,7 +25,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dhcp_client import ACK, BIOS, DISCOVER, IPXE, REQUEST, UEFI, UEFI_HTTP, DhcpClient, Reply
+from dhcp_client import (
+    ACK,
+    ARCH_EFI_X64,
+    BIOS,
+    DISCOVER,
+    IPXE,
+    REQUEST,
+    UEFI,
+    UEFI_HTTP,
+    DhcpClient,
+    Firmware,
+    Reply,
+)
 from dhcp_netns import BRIDGE, CLIENT_IF, OFFICE_IP, SERVER_IP, DhcpNet, create
 
 from photonkick.kickstarts.tokens import host_token
@@ -364,6 +376,71 @@ def test_full_mode_answers_uefi_http_boot_with_the_loader_url(
     _wait(lambda: any("DHCPACK" in e["detail"] for e in _dhcp_events(net, "efi01")))
     assert f"DHCPACK {ack.yiaddr} boot {url} (HTTPClient:Arch:00016:UNDI:003016)" in [
         e["detail"] for e in _dhcp_events(net, "efi01")
+    ]
+
+
+LOADERS_SPEC = """\
+server:
+  url: http://192.0.2.1:8080
+  dhcp: {mode: MODE, range: 192.0.2.100-192.0.2.150}
+hosts:
+  - name: rom01
+    mac: "00:50:56:00:10:01"
+    firmware: bios
+    loader: pxelinux
+    network: {address: 192.0.2.21/24, gateway: 192.0.2.1}
+  - {name: esx01, mac: "00:50:56:00:10:02", loader: ipxe}
+  - {name: efi01, mac: "00:50:56:00:10:03"}
+"""
+UEFI_IPXE = Firmware(ARCH_EFI_X64, b"iPXE")
+
+
+@pytest.mark.parametrize("mode", ["full", "proxy"])
+def test_hosts_get_the_loader_they_chose(
+    net: DhcpNet, serve: Callable[..., Serve], mode: str
+) -> None:
+    """loader: pxelinux gets lpxelinux.0 even from iPXE; loader: ipxe gets UEFI iPXE from
+    the firmware's PXE and the chain URL once iPXE runs; a host on auto is unchanged."""
+    server = serve(spec=LOADERS_SPEC.replace("MODE", mode))
+    server.wait_for("photonkick serving")
+    asks = {
+        "rom-pxe": ("00:50:56:00:10:01", BIOS),
+        "rom-ipxe": ("00:50:56:00:10:01", IPXE),
+        "esx-pxe": ("00:50:56:00:10:02", UEFI),
+        "esx-ipxe": ("00:50:56:00:10:02", UEFI_IPXE),
+        "efi-pxe": ("00:50:56:00:10:03", UEFI),
+        "efi-ipxe": ("00:50:56:00:10:03", UEFI_IPXE),
+    }
+
+    def boot(client: DhcpClient) -> dict[str, list[Reply]]:
+        return {
+            name: client.exchange(mac, DISCOVER, firmware, count=1)
+            for name, (mac, firmware) in asks.items()
+        }
+
+    got = {name: replies[0] for name, replies in _client(net, boot).items() if replies}
+    assert {name: (r.boot_file, r.siaddr) for name, r in got.items()} == {
+        "rom-pxe": ("lpxelinux.0", SERVER_IP),
+        "rom-ipxe": ("lpxelinux.0", SERVER_IP),
+        "esx-pxe": ("snponly.efi", SERVER_IP),
+        "esx-ipxe": (CHAIN, SERVER_IP),
+        "efi-pxe": ("grubx64.efi", SERVER_IP),
+        "efi-ipxe": (CHAIN, SERVER_IP),
+    }
+    if mode == "full":
+        assert got["rom-ipxe"].yiaddr == "192.0.2.21"  # the tag rides on the reservation
+        # UEFI HTTP boot still gets its URL: the HTTPClient line comes after the hosts' lines.
+        offer, _ = _client(net, lambda c: c.lease("00:50:56:00:10:02", UEFI_HTTP))
+        assert offer.boot_file == f"http://{SERVER_IP}:8080/ipxe/snponly.efi"
+        return
+    # Proxy mode: UEFI PXE takes its boot file from the proxy's answer on port 4011.
+    subprocess.run(["ip", "-n", net.client, "addr", "add", "192.0.2.77/24", "dev", CLIENT_IF])
+    pxe_request = {"to": (SERVER_IP, 4011), "ciaddr": "192.0.2.77", "count": 1}
+    (esx,) = _client(net, lambda c: c.exchange("00:50:56:00:10:02", REQUEST, UEFI, **pxe_request))
+    assert (esx.kind, esx.boot_file, esx.siaddr) == (ACK, "snponly.efi", SERVER_IP)
+    _wait(lambda: len(_dhcp_events(net, "esx01")) >= 3)
+    assert "PXE proxy boot snponly.efi (PXEClient:Arch:00007:UNDI:003016)" in [
+        e["detail"] for e in _dhcp_events(net, "esx01")
     ]
 
 

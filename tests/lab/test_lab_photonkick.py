@@ -13,6 +13,9 @@ machine:
 scenario              DHCP  firmware NIC      NIC ROM what DHCP hands it, and what it fetches
 ===================== ===== ======== ======== ======= ==========================================
 bios-ipxe-vmxnet3     full  SeaBIOS  vmxnet3  iPXE    the iPXE chain -> ``ipxe/<mac>.ipxe``
+bios-lpxelinux-virtio full  SeaBIOS  virtio   iPXE    ``lpxelinux.0`` over TFTP, though the ROM
+                                                      is iPXE (host key ``loader: pxelinux``)
+                                                      -> ``pxelinux.cfg/01-<mac>``
 uefi-grub-virtio      full  OVMF     virtio   none    OVMF's own PXE: ``grubx64.efi`` ->
                                                       ``grub/grub.cfg-01-<mac>``
 uefi-ipxe-vmxnet3     full  OVMF     vmxnet3  iPXE    the iPXE chain (UEFI iPXE) ->
@@ -25,7 +28,7 @@ uefi-grub-virtio      proxy OVMF     virtio   none    as in full mode, boot answ
 ===================== ===== ======== ======== ======= ==========================================
 
 In full mode the spec has two hosts per scenario: ``solo-<scenario>`` VMs boot one at a
-time, then the four ``fleet-<scenario>`` VMs boot at once; the ``proxy-<scenario>`` VMs
+time, then the five ``fleet-<scenario>`` VMs boot at once; the ``proxy-<scenario>`` VMs
 boot one at a time against their own server. Each VM installs (kernel and initrd over HTTP,
 kickstart, repo, ``installed``), reboots, is told by the same loader to boot its disk
 (netboot-once), boots the disk and reports ``firstboot`` and ``ready``. Everything asserted
@@ -72,7 +75,7 @@ Run = Literal["solo", "fleet", "proxy"]
 RUNS: tuple[Run, ...] = ("solo", "fleet", "proxy")
 RUN_TITLES = {
     "solo": "--dhcp full, one VM at a time",
-    "fleet": "--dhcp full, 4 VMs at once",
+    "fleet": "--dhcp full, all VMs at once",
     "proxy": "--dhcp proxy, one VM at a time",
 }
 
@@ -82,26 +85,32 @@ Mode = Literal["full", "proxy"]
 
 @dataclass(frozen=True)
 class Scenario:
-    """A kind of machine: firmware, NIC, the loader family it must use."""
+    """A kind of machine: firmware, NIC, the loader family it must use, and the host key
+    ``loader`` its spec host sets (``auto``: the key is left out)."""
 
     name: str
     firmware: Firmware
     nic: Nic
     ipxe_rom: bool
-    loader: Literal["ipxe", "grub"]
+    loader: Literal["ipxe", "grub", "pxelinux"]
     ovmf_pxe: bool = True
     http_boot: bool = False
+    host_loader: Literal["auto", "ipxe", "grub", "pxelinux"] = "auto"
 
     @property
     def boot_file(self) -> str | None:
         """The file the firmware itself fetches over TFTP (None: no TFTP at all)."""
-        return "grubx64.efi" if self.loader == "grub" else None
+        return {"grub": "grubx64.efi", "pxelinux": "lpxelinux.0"}.get(self.loader)
 
 
 BIOS_IPXE = Scenario("bios-ipxe-vmxnet3", "bios", "vmxnet3", ipxe_rom=True, loader="ipxe")
 UEFI_GRUB = Scenario("uefi-grub-virtio", "uefi", "virtio", ipxe_rom=False, loader="grub")
 SCENARIOS: tuple[Scenario, ...] = (
     BIOS_IPXE,
+    # QEMU's ROMs are all iPXE: without the host's loader key it would get the iPXE chain.
+    Scenario(
+        "bios-lpxelinux-virtio", "bios", "virtio", True, loader="pxelinux", host_loader="pxelinux"
+    ),
     UEFI_GRUB,
     # OVMF's own PXE is off: iPXE's "exit 1" (boot the disk) must fall through to the disk.
     Scenario("uefi-ipxe-vmxnet3", "uefi", "vmxnet3", ipxe_rom=True, loader="ipxe", ovmf_pxe=False),
@@ -169,6 +178,8 @@ def spec_yaml(mode: Mode) -> str:
         if m.mode == mode:
             firmware = "efi" if m.scenario.firmware == "uefi" else "bios"
             lines += [f"  - name: {m.name}", f'    mac: "{m.mac}"', f"    firmware: {firmware}"]
+            if m.scenario.host_loader != "auto":
+                lines.append(f"    loader: {m.scenario.host_loader}")
     return "\n".join(lines) + "\n"
 
 
