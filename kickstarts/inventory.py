@@ -398,7 +398,30 @@ def _check_host(
         ok = False
     ok = _check_raw_kickstart(reader, host, node, where, photon) and ok
     ok = _check_password_schemes(reader, host, node, where, photon) and ok
+    ok = _check_kernel_pin(reader, host, node, where, photon) and ok
     return ok
+
+
+def _check_kernel_pin(reader: Reader, host: Host, node: Map, where: str, photon: Photon) -> bool:
+    """No pinned kernel version where the installer adds the unpinned kernel anyway.
+
+    Installer 2.7 and later append ``linux_flavor`` to the packages unless that exact name is
+    listed, so ``linux-esx=6.1.10`` would go to tdnf with an unpinned ``linux-esx`` beside it."""
+    if photon.installer == "2.3":
+        return True
+    for index, package in enumerate(host.packages):
+        name, pinned, version = package.partition("=")
+        if name != host.linux_flavor or not pinned:
+            continue
+        reader.fail(
+            _value_loc(node, "packages", index),
+            f"{where}.packages[{index}]",
+            f"installer {photon.installer} adds {name} without a version beside "
+            f"{name}={version}, so the kernel it installs may not be the pinned one",
+            _assumed_hint(photon) or f"list {name} without a version",
+        )
+        return False
+    return True
 
 
 LOADER_FIRMWARE = {"grub": "efi", "pxelinux": "bios"}

@@ -472,3 +472,28 @@ def test_password_schemes_follow_the_release(
         f"F:7:46: hosts[0].root.password_hash: Photon 4.0 cannot verify ${scheme}$ hashes, "
         f"so this password never works {hint}",
     ]
+
+
+@pytest.mark.parametrize("installer", ["2.3", "2.7", "2.9"])
+def test_a_pinned_kernel_needs_an_installer_that_keeps_the_pin(
+    write_spec: Callable[[str], Path], installer: str
+) -> None:
+    # Installer 2.7+ appends linux_flavor to the packages unless that exact name is listed.
+    spec = write_spec(
+        f"""
+        photon: {{release: "4.0", installer: "{installer}"}}
+        server: {{url: "http://192.0.2.1:8080"}}
+        hosts:
+          - name: a
+            mac: "00:50:56:00:00:01"
+            packages: [curl, linux-esx=6.1.10, linux-esx-devel=6.1.10]
+        """
+    )
+    if installer == "2.3":
+        assert "linux-esx=6.1.10" in load_inventory(spec, {}).hosts[0].packages
+        return
+    assert problems(spec) == [
+        f"F:6:22: hosts[0].packages[1]: installer {installer} adds linux-esx without a "
+        "version beside linux-esx=6.1.10, so the kernel it installs may not be the pinned one "
+        "(list linux-esx without a version)"
+    ]
