@@ -121,12 +121,31 @@ class BootService:
 
     def _remember_last_known(self) -> None:
         """Start from what this machine last read from a shared store (before a restart), as
-        if it had been read by this process at the time it was."""
+        if it had been read by this process at the time it was, and keep it up to date."""
         if self.state.last_known is None:
             return
         offset = time.time() - time.monotonic()
         for host, (build, installed, wall) in self.state.last_known.hosts().items():
             self._state_cache[host] = (None, build, installed, wall - offset)
+        self.state.last_known.confirm = self._confirm_known
+
+    def _confirm_known(self) -> None:
+        """Mark the answers still current as known now, here and in the last-known file: those
+        whose store versions did not move since they were read (a shared store's move at every
+        call while its notifications do not arrive); read the others again while the store is
+        followed."""
+        last_known = self.state.last_known
+        try:
+            stamp: tuple[object, ...] = (self.state.version(), self.timeline.version())
+            followed = stamp == (self.state.version(), self.timeline.version())
+        except StoreUnavailable:
+            return
+        for host, cached in list(self._state_cache.items()):
+            if last_known is not None and cached[0] == stamp:
+                self._state_cache[host] = (*cached[:3], time.monotonic())
+                last_known.remember(host, cached[1], cached[2])
+            elif followed and host in self._snapshot.by_name:
+                self._refresh(host)
 
     def degraded_at_start(self) -> str | None:
         """What is degraded when the state could not be used at start (None: nothing)."""

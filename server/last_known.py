@@ -2,8 +2,10 @@
 
 A server started while the database is unreachable answers boot requests from this file as
 it would from what it read before the restart: the token secret, and each host's build and
-whether its install ended, with the time it was read (the same ``LAST_KNOWN_FOR`` bound
-applies). It is written in the background, never on a request's path, and only ever read at
+whether its install ended, with the last time it was known to be current (the same
+``LAST_KNOWN_FOR`` bound applies): when it was read, or later while no change notification
+could have been missed (the ``confirm`` hook, run every ``CONFIRM_EVERY`` seconds and at the
+end). It is written in the background, never on a request's path, and only ever read at
 start; the database always wins once it answers.
 """
 
@@ -14,12 +16,15 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger("photonkick.server.store")
 FILE = "last-known.json"
 SAVE_DELAY = 1.0
 """Seconds between writes of the file (changes in between are written together)."""
+CONFIRM_EVERY = 30.0
+"""Seconds between runs of the ``confirm`` hook."""
 
 HostState = tuple[int, bool, float]
 """A host's build, whether its install ended, and when that was read (wall clock)."""
@@ -36,6 +41,8 @@ class LastKnown:
         self._secret: bytes | None = None
         self._hosts: dict[str, HostState] = {}
         self._load()
+        self.confirm: Callable[[], None] = lambda: None
+        """Called on the writer's thread: ``remember`` again what is still known current."""
         self._dirty = False
         self._failing = False
         self._wake = threading.Event()
@@ -70,7 +77,8 @@ class LastKnown:
         self._wake.set()
 
     def remember(self, host: str, build: int, installed: bool) -> None:
-        """Keep a host's state as just read from the database (written soon)."""
+        """Keep a host's state as just read from the database, or known to be still current
+        (written soon)."""
         with self._lock:
             self._hosts[host] = (build, installed, time.time())
             self._dirty = True
@@ -94,11 +102,21 @@ class LastKnown:
         self._secret, self._hosts = secret, hosts
 
     def _write_loop(self) -> None:
+        confirmed = time.monotonic()
         while not self._closing.is_set():
-            self._wake.wait()
+            self._wake.wait(CONFIRM_EVERY)
             self._wake.clear()
+            if time.monotonic() - confirmed >= CONFIRM_EVERY:
+                confirmed = time.monotonic()
+                self._confirm()
             self.flush()
             self._closing.wait(SAVE_DELAY)
+
+    def _confirm(self) -> None:
+        try:
+            self.confirm()
+        except Exception:  # the file is a convenience: it never stops the server
+            log.exception("cannot confirm what is known of the hosts")
 
     def flush(self) -> None:
         """Write the file now when anything changed (a failure is logged, never raised)."""
@@ -120,10 +138,11 @@ class LastKnown:
         self._failing = False
 
     def close(self) -> None:
-        """Write what changed and stop the writer."""
+        """Confirm and write what is known, and stop the writer."""
         self._closing.set()
         self._wake.set()
         self._writer.join(5)
+        self._confirm()
         self.flush()
 
 

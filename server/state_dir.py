@@ -37,24 +37,24 @@ class StateDir:
 
     ``url`` (``postgresql://...``) keeps everything several servers must agree on in that
     database instead of the directory's SQLite files; the directory still holds this
-    machine's own files (loader cache, admin token, imported releases) and, with ``url``,
-    what this machine last read from the database (``last-known.json``).
+    machine's own files (loader cache, admin token, imported releases).
 
     ``wait=False`` (``photonkick serve``) opens a database that cannot be reached now anyway:
     ``start_error`` then says why, and every read and write raises StoreUnavailable until it
-    answers (a schema newer than this photonkick is still refused here).
+    answers (a schema newer than this photonkick is still refused here); what is read from it
+    is then kept in ``last-known.json`` for a start without it.
     """
 
     def __init__(self, path: Path, url: str | None = None, *, wait: bool = True) -> None:
         self.path = path
         self.last_known: LastKnown | None = None
-        """What was last read from a shared database (None for the SQLite state)."""
+        """What was last read from a shared database (with ``wait=False`` only)."""
         try:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.backend: StateBackend = (
                 _postgresql_backend(url, wait) if url else SqliteBackend(path)
             )
-            if self.backend.shared:
+            if self.backend.shared and not wait:
                 self.last_known = LastKnown(path / LAST_KNOWN_FILE, self.backend.label)
                 if self.backend.start_error is None:
                     self.last_known.remember_secret(self.backend.secret())

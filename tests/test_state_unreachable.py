@@ -16,6 +16,7 @@ from pg_fixture import PgCluster, wait_until_ready
 from serve_process import ServeProcess, config_name
 
 from photonkick.server.last_known import FILE as LAST_KNOWN
+from photonkick.server.last_known import LastKnown
 
 INSTALL = b"DEFAULT install"
 LOCAL = b"LOCALBOOT 0"
@@ -150,3 +151,32 @@ def test_a_silent_database_never_holds_a_boot_request(
         assert "Traceback" not in serve.log_text()
     finally:
         serve.stop()
+
+
+def test_last_known_is_kept_per_database_and_confirmed_at_the_end(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / LAST_KNOWN
+    known = LastKnown(path, "PostgreSQL database a on db:5432")
+    known.remember_secret(b"s" * 32)
+    known.remember("h00", 2, False)
+    known.confirm = lambda: known.remember("h01", 1, True)  # what a server still knows
+    known.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    again = LastKnown(path, "PostgreSQL database a on db:5432")
+    assert again.secret == b"s" * 32
+    hosts = again.hosts()
+    assert {name: state[:2] for name, state in hosts.items()} == {
+        "h00": (2, False),
+        "h01": (1, True),
+    }
+    assert all(time.time() - state[2] < 60 for state in hosts.values())
+    again.close()
+    other = LastKnown(path, "PostgreSQL database b on db:5432")  # another database
+    assert other.secret is None and other.hosts() == {}
+    other.close()
+    path.write_text("{not json")
+    broken = LastKnown(path, "PostgreSQL database a on db:5432")
+    assert broken.secret is None
+    broken.close()
+    assert f"{path} ignored" in caplog.text
