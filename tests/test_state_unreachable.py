@@ -124,9 +124,7 @@ def silent_database() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def test_a_silent_database_never_holds_a_boot_request(
-    tmp_path: Path, silent_database: int
-) -> None:
+def test_a_silent_database_never_holds_a_boot_request(tmp_path: Path, silent_database: int) -> None:
     url = f"postgresql://photonkick@127.0.0.1:{silent_database}/photonkick"
     serve = ServeProcess(tmp_path, 1, tmp_path / "state", releases(tmp_path), state_url=url)
     _, took = timed(serve.start)
