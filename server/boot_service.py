@@ -152,13 +152,17 @@ class BootService:
         if self.state.start_error is None:
             return None
         now = time.monotonic()
-        known = sum(now - cached[3] <= LAST_KNOWN_FOR for cached in self._state_cache.values())
+        known = sum(
+            now - cached[3] <= LAST_KNOWN_FOR
+            for host, cached in self._state_cache.items()
+            if host in self._snapshot.by_name
+        )
         return (
             f"{self.state.start_error}; serving without it: boot configs and kickstarts of "
-            f"{known} of {len(self.inventory.hosts)} hosts from what this server last read "
-            f"(each for {LAST_KNOWN_FOR / 60:.0f} min after it was read), local disk boot for "
-            "the others; callbacks, rearms, secrets, the API and the dashboard answer 503 "
-            "until the database answers (tried again every second)"
+            f"{known} of {len(self.inventory.hosts)} hosts from what this server last knew "
+            f"(each for {LAST_KNOWN_FOR / 60:.0f} min after it was last known current), local "
+            "disk boot for the others; callbacks, rearms, secrets, the API and the dashboard "
+            "answer 503 until the database answers (tried again every second)"
         )
 
     def build(self, host: str) -> int:

@@ -344,6 +344,9 @@ class PostgresBackend:
         return self._store.start_error
 
     def _read_secret(self) -> bytes:
+        rows = self._store.read("SELECT value FROM secret WHERE id = 1")
+        if rows:  # no write needed (a read-only standby serves boot requests too)
+            return bytes.fromhex(rows[0][0])
         with self._store.write() as db:
             db.execute(
                 "INSERT INTO secret (id, value) VALUES (1, ?) ON CONFLICT (id) DO NOTHING",
