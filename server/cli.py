@@ -137,7 +137,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve kickstarts, boot configs and files over HTTP and TFTP; record host timelines."""
     spec, inventory = load_spec(args)
     inventory = with_mode(inventory, args.dhcp)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     state = state_for(args, spec, inventory, wait=False)  # booting never waits for a database
     if state.start_error is None:
         state.check_writable()  # before anything is served: callbacks must be storable
@@ -145,6 +144,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     data = Path(args.data) if args.data else state.path / "releases"
     http_host, http_port = args.http
     tftp_host, tftp_port = args.tftp
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         server = BootServer(
             spec, inventory, state, data, Listen(http_host, http_port, tftp_host, tftp_port)
