@@ -27,6 +27,7 @@ from photonkick.templates import render
 
 UNKNOWN = "no install is planned for this machine"
 INSTALLED = "this install has ended (netboot-once; rearm to install again)"
+UNREADABLE = "the state database cannot be read: whether this install has ended is unknown"
 
 
 class BootFormat(StrEnum):

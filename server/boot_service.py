@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -18,7 +19,7 @@ from photonkick.kickstarts.kickstart import BuildInfo, build_kickstart, dumps
 from photonkick.kickstarts.spec import NETWORK_BOOTS, Host, Inventory
 from photonkick.kickstarts.tokens import CALLBACK_EVENTS, token_matches
 from photonkick.pxe.names import HTTP, HTTP_LOADERS, TFTP
-from photonkick.pxe.tree import BootFormat, build_boot_tree, host_boot_files
+from photonkick.pxe.tree import UNREADABLE, BootFormat, build_boot_tree, host_boot_files
 from photonkick.server.confine import confined_file
 from photonkick.server.package_progress import PackageProgress
 from photonkick.server.state_dir import StateDir
@@ -30,6 +31,10 @@ MAX_LOG_TAIL = 64 * 1024
 LAST_KNOWN_FOR = 900.0
 """Seconds a host's last known build and netboot state keep answering its boot requests while
 the store cannot be read; after that (and with nothing known) the host boots locally."""
+RENDER_CHECK = BuildInfo(1, bytes(32))
+"""What the boot tree is rendered with when a spec is loaded: it checks the templates; its
+kickstarts and per-MAC configs are never served (``boot_file`` and ``kickstart`` render
+each host's own), so loading a spec never waits for the state."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class _Snapshot:
     tree: dict[PurePosixPath, Artifact]
     by_name: dict[str, Host]
     by_mac: dict[str, Host]
-    kickstarts: dict[tuple[str, int], bytes] = field(default_factory=dict)
+    kickstarts: dict[tuple[str, int, bytes], bytes] = field(default_factory=dict)
 
 
 class LeaseLookup(Protocol):
@@ -71,10 +76,11 @@ class BootService:
         """Counts each host's RPM fetches, when given."""
         self._lock = threading.Lock()
         self._snapshot = self._make_snapshot(inventory)
-        self._ip_host = {ip: host for host, ip in timeline.boot_ips().items()}
+        self._ip_host = {ip: host for host, ip in _boot_ips(timeline).items()}
         self._repo_noted: set[tuple[str, int]] = set()
         # host -> (store versions, build, disarmed, monotonic time read)
-        self._state_cache: dict[str, tuple[tuple[object, ...] | None, BuildInfo, bool, float]] = {}
+        self._state_cache: dict[str, tuple[tuple[object, ...] | None, int, bool, float]] = {}
+        self._remember_last_known()
         self._failing: set[str] = set()
         self._stale: set[str] = set()
         self._stale_wake = threading.Event()
@@ -90,7 +96,7 @@ class BootService:
         return self._snapshot.inventory
 
     def _make_snapshot(self, inventory: Inventory) -> _Snapshot:
-        tree = build_boot_tree(inventory, self.state.build)
+        tree = build_boot_tree(inventory, lambda name: RENDER_CHECK)
         return _Snapshot(
             inventory,
             tree,
@@ -113,18 +119,65 @@ class BootService:
         """The host with that MAC in the served spec."""
         return self._snapshot.by_mac.get(mac.lower())
 
-    def build(self, host: str) -> int:
-        """The host's current build number."""
-        return self._current(host)[0].build
+    def _remember_last_known(self) -> None:
+        """Start from what this machine last read from a shared store (before a restart), as
+        if it had been read by this process at the time it was, and keep it up to date."""
+        if self.state.last_known is None:
+            return
+        offset = time.time() - time.monotonic()
+        for host, (build, installed, wall) in self.state.last_known.hosts().items():
+            self._state_cache[host] = (None, build, installed, wall - offset)
+        self.state.last_known.confirm = self._confirm_known
 
-    def _current(self, host: str) -> tuple[BuildInfo, bool]:
+    def _confirm_known(self) -> None:
+        """Mark the answers still current as known now, here and in the last-known file: those
+        whose store versions did not move since they were read (a shared store's move at every
+        call while its notifications do not arrive); read the others again while the store is
+        followed."""
+        last_known = self.state.last_known
+        try:
+            stamp: tuple[object, ...] = (self.state.version(), self.timeline.version())
+            followed = stamp == (self.state.version(), self.timeline.version())
+        except StoreUnavailable:
+            return
+        for host, cached in list(self._state_cache.items()):
+            if last_known is not None and cached[0] == stamp:
+                self._state_cache[host] = (*cached[:3], time.monotonic())
+                last_known.remember(host, cached[1], cached[2])
+            elif followed and host in self._snapshot.by_name:
+                self._refresh(host)
+
+    def degraded_at_start(self) -> str | None:
+        """What is degraded when the state could not be used at start (None: nothing)."""
+        if self.state.start_error is None:
+            return None
+        now = time.monotonic()
+        known = sum(
+            now - cached[3] <= LAST_KNOWN_FOR
+            for host, cached in self._state_cache.items()
+            if host in self._snapshot.by_name
+        )
+        return (
+            f"{self.state.start_error}; serving without it: boot configs and kickstarts of "
+            f"{known} of {len(self.inventory.hosts)} hosts from what this server last knew "
+            f"(each for {LAST_KNOWN_FOR / 60:.0f} min after it was last known current), local "
+            "disk boot for the others; callbacks, rearms, secrets, the API and the dashboard "
+            "answer 503 until the database answers (tried again every second)"
+        )
+
+    def build(self, host: str) -> int:
+        """The host's current build number. Raises StoreUnavailable when the store cannot be
+        read and nothing recent is known of the host."""
+        return self._current(host)[0]
+
+    def _current(self, host: str) -> tuple[int, bool]:
         """The host's build and whether its install ended.
 
         Cached until the state or timeline store changes: a commit by any process (a
         `photonkick up` starting a new build) or, on a shared store, any server is seen by the
         next request (staleness: see the store's ``version``). When the store cannot be read,
         the last known answer keeps serving for ``LAST_KNOWN_FOR`` seconds; after that, or
-        with none, the host boots locally.
+        with none, this raises StoreUnavailable (the host's boot config then boots locally).
         """
         try:
             stamp: tuple[object, ...] | None = (self.state.version(), self.timeline.version())
@@ -134,16 +187,18 @@ class BootService:
         if cached is not None and stamp is not None and cached[0] == stamp:
             return cached[1], cached[2]
         try:
-            build = self.state.build(host)
-            disarmed = self.timeline.is_disarmed(host, build.build)
+            build = self.state.build(host).build
+            disarmed = self.timeline.is_disarmed(host, build)
         except StoreUnavailable as exc:
             if cached is None or time.monotonic() - cached[3] > LAST_KNOWN_FOR:
                 self._log_once(f"read {host}", "cannot read %s's state (%s): local boot", host, exc)
-                return BuildInfo(cached[1].build if cached else 1, self.state.secret), True
+                raise
             self._log_once(f"read {host}", "cannot read %s's state (%s): last known", host, exc)
             return cached[1], cached[2]
         self._log_recovered(f"read {host}", "%s's state can be read again", host)
         self._state_cache[host] = (stamp, build, disarmed, time.monotonic())
+        if self.state.last_known is not None:
+            self.state.last_known.remember(host, build, disarmed)
         return build, disarmed
 
     def boot_file(self, fmt: BootFormat, mac: str, client: str) -> bytes | None:
@@ -152,10 +207,14 @@ class BootService:
         host = snap.by_mac.get(mac)
         if host is None or host.boot not in NETWORK_BOOTS:
             return None
-        build, installed = self._current(host.name)
-        files = host_boot_files(host, snap.inventory, build, armed=not installed)
+        try:
+            build, installed = self._current(host.name)
+            info = BuildInfo(build, self.state.secret)
+        except StoreUnavailable:  # netboot-once unknown: never risk reinstalling a host
+            return fmt.render_local(UNREADABLE, snap.inventory).encode()
+        files = host_boot_files(host, snap.inventory, info, armed=not installed)
         kind = "local_boot" if installed else "config"
-        self.timeline.record(host.name, build.build, kind, f"{fmt.value} config", client)
+        self.timeline.record(host.name, build, kind, f"{fmt.value} config", client)
         if client and self._ip_host.get(client) != host.name:
             self.timeline.bind_ip(host.name, client)
             self._ip_host[client] = host.name
@@ -203,7 +262,10 @@ class BootService:
         host = self._host_by_ip(client)
         if host is None:
             return
-        build = self.build(host.name)
+        try:
+            build = self.build(host.name)
+        except StoreUnavailable:  # the file is served all the same; the fetch is not recorded
+            return
         if rest == ("isolinux", "vmlinuz"):
             self.timeline.record(host.name, build, "kernel", "", client)
         elif rest == ("isolinux", "initrd.img"):
@@ -225,9 +287,9 @@ class BootService:
         host = snap.by_name.get(name)
         if host is None:
             return None
-        info, disarmed = self._current(name)
-        build = info.build
-        if not token_matches(self.state.secret, name, build, token):
+        build, disarmed = self._current(name)
+        info = BuildInfo(build, self.state.secret)
+        if not token_matches(info.secret, name, build, token):
             log.warning("kickstart for %s refused: wrong or old token (from %s)", name, client)
             return None
         server = snap.inventory.server
@@ -267,7 +329,7 @@ class BootService:
 
     def _kickstart_bytes(self, snap: _Snapshot, host: Host, info: BuildInfo) -> bytes:
         """The kickstart of this build (its callbacks carry this build's token)."""
-        key = (host.name, info.build)
+        key = (host.name, info.build, info.secret)
         cached = snap.kickstarts.get(key)
         if cached is None:
             cached = dumps(build_kickstart(host, snap.inventory, info)).encode()
@@ -335,7 +397,8 @@ class BootService:
         cached = self._state_cache.get(name)
         if cached is not None:  # read again, but keep it as the last known should that fail
             self._state_cache[name] = (None, cached[1], cached[2], cached[3])
-        self._current(name)
+        with suppress(StoreUnavailable):  # logged; the next request reads it again
+            self._current(name)
 
     def _changed_elsewhere(self, host: str) -> None:
         """A shared store says a host's state changed (``""``: any host's): read it again
@@ -378,6 +441,15 @@ class BootService:
                 return
             self._failing.discard(key)
         log.info(message, *args)
+
+
+def _boot_ips(timeline: Timeline) -> dict[str, str]:
+    """Every host's remembered boot address; none while the store cannot be read (the
+    addresses are learnt again from the next fetches)."""
+    try:
+        return timeline.boot_ips()
+    except StoreUnavailable:
+        return {}
 
 
 def _size(path: Path) -> int:

@@ -137,8 +137,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve kickstarts, boot configs and files over HTTP and TFTP; record host timelines."""
     spec, inventory = load_spec(args)
     inventory = with_mode(inventory, args.dhcp)
-    state = state_for(args, spec, inventory)
-    state.check_writable()  # before anything is served: callbacks must be storable
+    state = state_for(args, spec, inventory, wait=False)  # booting never waits for a database
+    if state.start_error is None:
+        state.check_writable()  # before anything is served: callbacks must be storable
     dhcp_plan = plan_dhcp(inventory, state.path)  # before anything starts
     data = Path(args.data) if args.data else state.path / "releases"
     http_host, http_port = args.http
@@ -150,6 +151,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except ListenError as exc:
         raise exc.user_error() from None
+    degraded = server.service.degraded_at_start()
+    if degraded:
+        logging.getLogger("photonkick.server").warning("%s", degraded)
     dhcp = attach_dhcp(server, dhcp_plan, inventory) if dhcp_plan else None
 
     def ready() -> None:
@@ -179,7 +183,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-    serve_forever(server, ready)
+    try:
+        serve_forever(server, ready)
+    finally:
+        state.close()
     return EXIT_OK
 
 

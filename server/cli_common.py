@@ -78,11 +78,14 @@ def state_url(args: argparse.Namespace, inventory: Inventory | None) -> str | No
     return None
 
 
-def state_for(args: argparse.Namespace, spec: Path, inventory: Inventory | None = None) -> StateDir:
-    """The state: the state directory, and the shared store when one is configured."""
+def state_for(
+    args: argparse.Namespace, spec: Path, inventory: Inventory | None = None, *, wait: bool = True
+) -> StateDir:
+    """The state: the state directory, and the shared store when one is configured
+    (``wait``: see StateDir)."""
     from photonkick.server.state_dir import StateDir
 
-    return StateDir(state_path(args, spec), state_url(args, inventory))
+    return StateDir(state_path(args, spec), state_url(args, inventory), wait=wait)
 
 
 def load_spec(args: argparse.Namespace) -> tuple[Path, Inventory]:

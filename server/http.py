@@ -82,7 +82,13 @@ def create_app(service: BootService, admin_token: str) -> Flask:
     @app.errorhandler(StoreUnavailable)
     def not_stored(exc: StoreUnavailable) -> Any:
         # Nothing is acknowledged that is not on disk: the client (curl --retry) tries again.
-        response = jsonify({"ok": False, "error": "not stored: the state database is unavailable"})
+        error = "the state database is unavailable"
+        if request.method == "POST":
+            response = jsonify({"ok": False, "error": f"not stored: {error}"})
+        elif request.path.startswith("/api/"):
+            response = jsonify({"ok": False, "error": error})
+        else:  # the dashboard, a host's page, metrics, a kickstart
+            response = Response(f"503: {error}; try again shortly\n", mimetype="text/plain")
         response.status_code = 503
         response.headers["Retry-After"] = str(RETRY_AFTER)
         return response

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from photonkick.kickstarts.errors import PhotonkickError
 from photonkick.kickstarts.kickstart import BuildInfo
+from photonkick.server.last_known import FILE as LAST_KNOWN_FILE
+from photonkick.server.last_known import LastKnown
 from photonkick.server.store import SECRET_FILE as SECRET_FILE
 from photonkick.server.store import (
     ChangeListener,
@@ -36,14 +38,26 @@ class StateDir:
     ``url`` (``postgresql://...``) keeps everything several servers must agree on in that
     database instead of the directory's SQLite files; the directory still holds this
     machine's own files (loader cache, admin token, imported releases).
+
+    ``wait=False`` (``photonkick serve``) opens a database that cannot be reached now anyway:
+    ``start_error`` then says why, and every read and write raises StoreUnavailable until it
+    answers (a schema newer than this photonkick is still refused here); what is read from it
+    is then kept in ``last-known.json`` for a start without it.
     """
 
-    def __init__(self, path: Path, url: str | None = None) -> None:
+    def __init__(self, path: Path, url: str | None = None, *, wait: bool = True) -> None:
         self.path = path
+        self.last_known: LastKnown | None = None
+        """What was last read from a shared database (with ``wait=False`` only)."""
         try:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.backend: StateBackend = _postgresql_backend(url) if url else SqliteBackend(path)
-            self.secret = self.backend.secret()
+            self.backend: StateBackend = (
+                _postgresql_backend(url, wait) if url else SqliteBackend(path)
+            )
+            if self.backend.shared and not wait:
+                self.last_known = LastKnown(path / LAST_KNOWN_FILE, self.backend.label)
+                if self.backend.start_error is None:
+                    self.last_known.remember_secret(self.backend.secret())
             self._store = self.backend.store("state")
         except (OSError, StoreUnavailable) as exc:
             if url:
@@ -56,6 +70,27 @@ class StateDir:
             raise StateError(f"cannot open the state directory {path}: {_reason(exc)}") from exc
         self.changes = 0
         """Counts the builds started through this object, so caches can tell."""
+
+    @property
+    def start_error(self) -> str | None:
+        """Why the shared database could not be used when this was opened (None: it could)."""
+        return self.backend.start_error
+
+    @property
+    def secret(self) -> bytes:
+        """The secret every token is derived from: the database's, else (while it has not
+        been read since the start) the one this machine last read. Raises StoreUnavailable
+        when there is neither."""
+        try:
+            secret = self.backend.secret()
+        except StoreUnavailable:
+            known = self.last_known.secret if self.last_known is not None else None
+            if known is None:
+                raise
+            return known
+        if self.last_known is not None:
+            self.last_known.remember_secret(secret)
+        return secret
 
     def store(self, name: str) -> Store:
         """The store of ``timeline`` or ``secrets`` (closed with this object)."""
@@ -104,17 +139,19 @@ class StateDir:
 
     def close(self) -> None:
         """Close the database connections."""
+        if self.last_known is not None:
+            self.last_known.close()
         self.backend.close()
 
 
-def _postgresql_backend(url: str) -> StateBackend:
+def _postgresql_backend(url: str, wait: bool) -> StateBackend:
     try:
         from photonkick.server.store_pg import PostgresBackend
     except ImportError as exc:
         raise StoreUnavailable(
             f"a postgresql:// state needs psycopg ({exc}): pip install 'photonkick[postgresql]'"
         ) from exc
-    return PostgresBackend(url)
+    return PostgresBackend(url, wait=wait)
 
 
 def _probe_write(folder: Path) -> None:

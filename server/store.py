@@ -83,6 +83,10 @@ class StateBackend(Protocol):
     shared: bool
     """True when several servers share it (their caches are invalidated by notification)."""
 
+    @property
+    def start_error(self) -> str | None:
+        """Why the state could not be used when it was opened (see ``StateDir``'s ``wait``)."""
+
     def secret(self) -> bytes:
         """The secret every token is derived from (created once, then never changed)."""
 
@@ -197,6 +201,7 @@ class SqliteBackend:
     """The embedded default: ``secret`` (0600) and one SQLite file per component."""
 
     shared = False
+    start_error: str | None = None
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder

@@ -14,10 +14,17 @@ server closes it); from then until it is back, ``version()`` changes at every ca
 cache is used and every answer is read from the database (or, while that fails, from what was
 last read: see ``BootService``).
 
-Losing the database: a use of it fails at once for ``RETRY_DELAY`` seconds after a failed
-connection; then one thread at a time tries again, which takes at most ``CONNECT_TIMEOUT``
-seconds when the database's host does not answer at all (a refused connection fails at once).
-A connection that had worked and broke (the database restarted) is replaced at once for a read.
+Losing the database: after a connection failed, every use fails at once (no request ever
+waits for an unreachable database, and the TFTP server resolves files on one thread); the
+listening thread connects again every ``RETRY_DELAY`` seconds (each try taking at most
+``CONNECT_TIMEOUT`` seconds when the host does not answer) and lets the others connect once
+it could. A connection that had worked and broke (the database restarted) is replaced at once
+for a read; a statement on a connection whose host stopped answering fails after
+``CONNECT_TIMEOUT`` seconds (``tcp_user_timeout``).
+
+Unreachable at start: with ``wait=False`` (``photonkick serve``) the store opens anyway; every
+use fails as above until the database answers, and the first connection that succeeds creates
+or migrates the schema before anything else runs on it.
 """
 
 from __future__ import annotations
@@ -56,8 +63,8 @@ CONNECT_TIMEOUT = 2
 STATEMENT_TIMEOUT_MS = 5000
 """A statement running longer than this is cancelled (a read never holds a request longer)."""
 RETRY_DELAY = 1.0
-"""Seconds after a lost connection during which reads and writes fail at once (no boot request
-waits for a database that just failed); then the next use reconnects."""
+"""Seconds between the listening thread's tries to reach a database that failed (reads and
+writes fail at once meanwhile)."""
 LIVENESS_INTERVAL = 5.0
 """Seconds between checks that the listening connection is still alive."""
 WRITE_LOCK = 0x70686B01
@@ -81,19 +88,29 @@ class PostgresStore:
     """The shared database: a connection per thread (autocommit; transactions explicit) and a
     listening connection that turns notifications into ``version()`` changes."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, wait: bool = True) -> None:
+        """``wait``: raise StoreUnavailable when the database cannot be reached now; without
+        it only a schema newer than this photonkick is refused here, and ``start_error`` says
+        why the database could not be used (None when it could)."""
         self.name = describe(url)
         self._url = url
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[psycopg.Connection[Row]] = []
-        self._down_until = 0.0
         self._unhealthy = False
         self._generation = 0
         self._listening = threading.Event()
         self._closing = threading.Event()
         self._listeners: list[ChangeListener] = []
-        self._migrate()
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        self.start_error: str | None = None
+        try:
+            self._connection()
+        except StoreUnavailable as exc:
+            if wait or isinstance(exc.__cause__, SchemaTooNew):
+                raise
+            self.start_error = str(exc)
         self._listener = threading.Thread(target=self._listen, name="pg-listen", daemon=True)
         self._listener.start()
 
@@ -102,6 +119,7 @@ class PostgresStore:
             self._url,
             autocommit=True,
             connect_timeout=CONNECT_TIMEOUT,
+            tcp_user_timeout=CONNECT_TIMEOUT * 1000,
             options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
             application_name="photonkick",
         )
@@ -113,21 +131,17 @@ class PostgresStore:
             return conn
         if self._closing.is_set():
             raise StoreUnavailable(f"{self.name} is closed")
-        if self._unhealthy:
-            # After a failure one thread at a time tries to connect (which may take up to
-            # CONNECT_TIMEOUT when the host does not answer); the others fail at once.
-            with self._lock:
-                if time.monotonic() < self._down_until:
-                    raise StoreUnavailable(f"{self.name} is unreachable; retrying")
-                self._down_until = time.monotonic() + CONNECT_TIMEOUT + RETRY_DELAY
+        if self._unhealthy:  # until the listening thread could connect again
+            raise StoreUnavailable(f"{self.name} is unreachable; retrying")
+        conn = None
         try:
             conn = self._connect()
-        except psycopg.Error as exc:
+            self._ensure_schema(conn)
+        except (psycopg.Error, SchemaTooNew) as exc:
+            if conn is not None:
+                conn.close()
             self._unhealthy = True
-            self._down_until = time.monotonic() + RETRY_DELAY
             raise StoreUnavailable(f"{self.name}: {_first_line(exc)}") from exc
-        self._unhealthy = False
-        self._down_until = 0.0
         with self._lock:
             self._all.append(conn)
         self._local.conn = conn
@@ -155,9 +169,8 @@ class PostgresStore:
         if not (conn.broken or conn.closed):
             return False
         used = bool(getattr(self._local, "used", False))
-        self._unhealthy = True
         if not used:
-            self._down_until = time.monotonic() + RETRY_DELAY
+            self._unhealthy = True
         conn.close()
         with self._lock:
             if conn in self._all:
@@ -205,13 +218,14 @@ class PostgresStore:
 
     def _listen(self) -> None:
         """Keep a LISTEN connection open, reconnecting after any failure."""
-        failing = False
+        failing = self.start_error is not None  # reported by whoever opened the store
         while not self._closing.is_set():
             try:
                 with self._connect() as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._bump()  # whatever was missed while not listening
                     self._listening.set()
+                    self._unhealthy = False
                     if failing:
                         log.info("%s reachable again; listening for changes", self.name)
                     failing = False
@@ -236,33 +250,36 @@ class PostgresStore:
                 self._bump()
                 for listener in list(self._listeners):
                     listener(notification.payload)
-            if time.monotonic() - checked >= LIVENESS_INTERVAL:
+            if self._unhealthy or time.monotonic() - checked >= LIVENESS_INTERVAL:
                 conn.execute("SELECT 1")
                 checked = time.monotonic()
+                self._unhealthy = False  # another thread's failure: let it try again
 
-    def _migrate(self) -> None:
-        """Create or move the schema forward, one server at a time."""
+    def _ensure_schema(self, conn: psycopg.Connection[Row]) -> None:
+        """Create or move the schema forward (once per process, one server at a time) before
+        the first use of the database. Raises SchemaTooNew or psycopg.Error."""
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if not self._schema_ready:
+                self._migrate(conn)
+            self._schema_ready = True
 
-        def migrate(conn: psycopg.Connection[Row]) -> None:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
-                conn.execute(POSTGRESQL_VERSION_TABLE)
-                row = conn.execute("SELECT version FROM schema_version").fetchone()
-                current = row[0] if row else 0
-                for number, statements in postgresql_steps(current):
-                    for statement in statements:
-                        conn.execute(statement.encode())
-                    log.info("%s: schema version %d", self.name, number)
-                    if row is None:
-                        conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
-                        row = (number,)
-                    else:
-                        conn.execute("UPDATE schema_version SET version = %s", (number,))
-
-        try:
-            self._run(migrate)
-        except SchemaTooNew as exc:
-            raise StoreUnavailable(f"{self.name}: {exc}") from exc
+    def _migrate(self, conn: psycopg.Connection[Row]) -> None:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
+            conn.execute(POSTGRESQL_VERSION_TABLE)
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            current = row[0] if row else 0
+            for number, statements in postgresql_steps(current):
+                for statement in statements:
+                    conn.execute(statement.encode())
+                log.info("%s: schema version %d", self.name, number)
+                if row is None:
+                    conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
+                    row = (number,)
+                else:
+                    conn.execute("UPDATE schema_version SET version = %s", (number,))
 
     def check_writable(self) -> None:
         """A write transaction that changes a row (rolled back: nothing stays)."""
@@ -307,23 +324,42 @@ class PostgresBackend:
 
     shared = True
 
-    def __init__(self, url: str) -> None:
-        self._store = PostgresStore(url)
+    def __init__(self, url: str, *, wait: bool = True) -> None:
+        """``wait``: see ``PostgresStore``; without it the secret is read at first use."""
+        self._store = PostgresStore(url, wait=wait)
         self.label = self._store.name
-        try:
-            with self._store.write() as db:
-                db.execute(
-                    "INSERT INTO secret (id, value) VALUES (1, ?) ON CONFLICT (id) DO NOTHING",
-                    (new_secret(),),
-                )
-                rows = db.execute("SELECT value FROM secret WHERE id = 1")
-        except BaseException:
-            self._store.close()
-            raise
-        self._secret = bytes.fromhex(rows[0][0])
+        self._secret: bytes | None = None
+        if self._store.start_error is None:
+            try:
+                self._secret = self._read_secret()
+            except BaseException as exc:
+                if wait or not isinstance(exc, StoreUnavailable):
+                    self._store.close()
+                    raise
+                self._store.start_error = str(exc)
+
+    @property
+    def start_error(self) -> str | None:
+        """Why the database could not be used when the backend was opened (None: it could)."""
+        return self._store.start_error
+
+    def _read_secret(self) -> bytes:
+        rows = self._store.read("SELECT value FROM secret WHERE id = 1")
+        if rows:  # no write needed (a read-only standby serves boot requests too)
+            return bytes.fromhex(rows[0][0])
+        with self._store.write() as db:
+            db.execute(
+                "INSERT INTO secret (id, value) VALUES (1, ?) ON CONFLICT (id) DO NOTHING",
+                (new_secret(),),
+            )
+            rows = db.execute("SELECT value FROM secret WHERE id = 1")
+        return bytes.fromhex(rows[0][0])
 
     def secret(self) -> bytes:
-        """The secret in the database, shared by every server."""
+        """The secret in the database, shared by every server (read once). Raises
+        StoreUnavailable while it has never been read and the database cannot be."""
+        if self._secret is None:
+            self._secret = self._read_secret()
         return self._secret
 
     def store(self, name: str) -> Store:

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from ports import free_port
+from serve_process import popen_serve
 
 from photonkick.kickstarts.errors import SpecError
 from photonkick.kickstarts.inventory import load_inventory
@@ -63,23 +65,25 @@ def test_an_unreachable_database_is_a_clear_error_without_the_password(
     assert PASSWORD not in message + caplog.text
 
 
-def test_serve_uses_the_spec_state_and_says_why_it_cannot_start(
+def test_serve_starts_without_the_spec_state_and_says_what_is_degraded(
     write_spec: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    spec = write_spec("server:\n  url: http://127.0.0.1:8080\n  state: {env: PK_STATE}\n" + HOSTS)
+    """An unreachable database does not stop `serve` (booting never waits for it): one
+    warning names the database, the reason and what is degraded, never the password."""
+    port = free_port()
+    spec = write_spec(
+        f"server:\n  url: http://127.0.0.1:{port}\n  state: {{env: PK_STATE}}\n" + HOSTS
+    )
     url = f"postgresql://pk:{PASSWORD}@127.0.0.1:1/photonkick"
-    done = subprocess.run(
-        [PHOTONKICK, "serve", str(spec), "--state", str(tmp_path / "s"), "--http", "127.0.0.1:0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PK_STATE": url, "PATH": "/usr/bin:/bin"},
-    )
-    assert done.returncode == 1
-    assert "photonkick: cannot open the state database: PostgreSQL database photonkick" in (
-        done.stderr
-    )
-    assert PASSWORD not in done.stdout + done.stderr
+    env = {"PK_STATE": url, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc, banner, _ = popen_serve(spec, port, env)
+    proc.terminate()
+    _, stderr = proc.communicate(timeout=30)
+    warning = next(line for line in stderr.splitlines() if "serving without it" in line)
+    assert "PostgreSQL database photonkick on 127.0.0.1:1: connection failed" in warning
+    assert "callbacks, rearms, secrets, the API and the dashboard answer 503" in warning
+    assert PASSWORD not in banner + stderr
+    assert "Traceback" not in stderr
 
 
 def test_serve_and_show_share_builds_through_the_spec_state(
