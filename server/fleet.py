@@ -13,6 +13,7 @@ vSphere hangs: that worker is abandoned (its threads are daemons).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import re
@@ -39,7 +40,14 @@ from photonkick.server.host_status import host_status
 from photonkick.server.iso_build import remaster_iso
 from photonkick.server.state_dir import StateDir
 from photonkick.server.timeline import FAILED, PHASES, Timeline
-from photonkick.server.vsphere import DriverError, Stop, VmDriver, VmHandle, VmRequest
+from photonkick.server.vsphere import (
+    DriverError,
+    Stop,
+    VmDriver,
+    VmHandle,
+    VmRequest,
+    VmState,
+)
 
 log = logging.getLogger("photonkick.server.fleet")
 GUESTINFO_KICKSTART = ("guestinfo.kickstart.data", "guestinfo.kickstart.url")
@@ -595,16 +603,27 @@ class Fleet:
     ) -> None:
         """Record when VMware Tools run with an IP (a milestone, not readiness); ends when
         following the host ends (``done``) or at a stop."""
+
+        def has_ip(state: VmState) -> bool:
+            return state.tools_running and state.ip is not None
+
         try:
             state = self.driver.wait_for(
                 vm,
-                lambda s: s.tools_running and s.ip is not None,
+                has_ip,
                 timeout=max(0.0, deadline - self.clock.mono()),
                 stop=lambda: done.is_set() or self.stop.is_set(),
             )
-            self.timeline.record(host.name, build, "guest_ip", state.ip or "")
         except DriverError as exc:
-            log.debug("%s: no guest IP: %s", host.name, exc)
+            state = None
+            if done.is_set() and not self.stop.is_set():
+                # Following ended (ready) between two polls: the address may be there now.
+                with contextlib.suppress(DriverError):
+                    state = self.driver.state(vm)
+            if state is None or not has_ip(state):
+                log.debug("%s: no guest IP: %s", host.name, exc)
+                return
+        self.timeline.record(host.name, build, "guest_ip", state.ip or "")
 
 
 _BUILD_ISO = re.compile(r"(?P<host>.+)-build(?P<build>[0-9]+)\.iso")

@@ -3,6 +3,7 @@ phases read from lines in the installer's own format, redaction, and the stopped
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -329,7 +330,8 @@ def test_sourcing_the_preinstall_like_the_installer_returns_at_once_and_exports_
     assert "TOKEN" not in done.stdout
     running = subprocess.run(["pgrep", "-f", str(tmp_path / "ls")], capture_output=True, text=True)
     for pid in running.stdout.split():
-        os.kill(int(pid), signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it may have ended since pgrep
+            os.kill(int(pid), signal.SIGTERM)
     assert running.stdout.split(), "the shipper was not started"
 
 
@@ -367,7 +369,8 @@ def test_the_real_installer_runs_the_preinstall_and_its_log_arrives(
     finally:
         running = subprocess.run(["pgrep", "-f", shipper], capture_output=True, text=True)
         for pid in running.stdout.split():
-            os.kill(int(pid), signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # it may have ended since pgrep
+                os.kill(int(pid), signal.SIGTERM)
 
 
 def test_a_sick_log_database_answers_503_and_the_retry_is_stored_once(
