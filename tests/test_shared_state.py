@@ -266,6 +266,19 @@ def test_the_server_a_log_is_shipped_to_owns_its_silence_timeout(
     assert len(failures) == 1 and failures[0]["server"].endswith(f"/{A}:{a.port}")
 
 
+INSTALLER = "127.0.0.9"
+"""The address an installer fetches its kickstart and RPMs from."""
+
+
+def fetch(server: ServeProcess, path: str) -> float:
+    """GET a URL path from the installer's address with curl; the seconds it took."""
+    url = f"http://{server.address}:{server.port}{path}"
+    cmd = ["curl", "-fsS", "--interface", INSTALLER, "-o", "/dev/null", url]
+    started = time.monotonic()
+    subprocess.run(cmd, check=True, timeout=30)
+    return time.monotonic() - started
+
+
 def packages(server: ServeProcess, host: str) -> object:
     """The API's package count of a host."""
     return host_json(server, host)["packages"]
@@ -277,13 +290,6 @@ def test_packages_fetched_from_a_are_counted_on_b(
     """An installer fetching RPMs from A: B's API shows the count; `installed` reported to B
     makes it the host's total; a rearm through B starts the count over on both servers."""
     a, b = servers
-    installer = "127.0.0.9"
-
-    def fetch(server: ServeProcess, path: str) -> None:
-        url = f"http://{server.address}:{server.port}{path}"
-        cmd = ["curl", "-fsS", "--interface", installer, "-o", "/dev/null", url]
-        subprocess.run(cmd, check=True, timeout=30)
-
     fetch(a, f"/ks/h05/{a.token('h05')}.json")
     for rpm in RPMS:
         fetch(a, f"/releases/5.0/RPMS/x86_64/{rpm}")
@@ -301,3 +307,31 @@ def test_packages_fetched_from_a_are_counted_on_b(
     fetch(a, f"/releases/5.0/RPMS/x86_64/{next(iter(RPMS))}")  # the reinstall, counted anew
     again = {"count": 1, "size": 3 * 1024 * 1024, "total": 2}
     poll(lambda: packages(a, "h05") == again and packages(b, "h05") == again)
+
+
+def test_while_the_database_is_down_logs_are_refused_and_rpms_served_and_counted_later(
+    servers: tuple[ServeProcess, ServeProcess], pg_cluster: PgCluster
+) -> None:
+    """A log chunk that cannot be stored is answered 503 with Retry-After (the shipper sends
+    it again); RPMs are served at once all the same, and their count reaches the store, and
+    the other server, once the database is back."""
+    a, b = servers
+    fetch(a, f"/ks/h03/{a.token('h03')}.json")
+    chunk = b"2026-12-02 07:00:00,000 - running ['sgdisk', '-Z', '/dev/sda']\n"
+    pg_cluster.stop()
+    try:
+        status, headers, _ = a.request("POST", log_path(a, "h03", "b1", 0), chunk)
+        assert status == 503 and headers["Retry-After"].isdigit()
+        took = fetch(a, f"/releases/5.0/RPMS/x86_64/{next(iter(RPMS))}")
+        assert took < 1.0, f"an RPM waited {took:.1f} s for the database"
+    finally:
+        pg_cluster.start()
+    wait_until_ready(pg_cluster)
+    deadline = time.monotonic() + 30
+    while a.request("POST", log_path(a, "h03", "b1", 0), chunk)[0] != 200:
+        assert time.monotonic() < deadline, "A never took the log again"
+        time.sleep(0.5)
+    assert host_json(b, "h03")["log_tail"] == chunk.decode().strip()
+    counted = {"count": 1, "size": 3 * 1024 * 1024, "total": None}
+    poll(lambda: packages(b, "h03") == counted, within=10)
+    assert "Traceback" not in a.log_text() + b.log_text()
