@@ -30,7 +30,7 @@ from photonkick.server.http import create_app
 from photonkick.server.http_server import http_server
 from photonkick.server.install_log import InstallLogs
 from photonkick.server.loaders import loader_files
-from photonkick.server.package_progress import DATABASE_FILE as PACKAGES_FILE
+from photonkick.server.package_progress import STORE as PACKAGES_STORE
 from photonkick.server.package_progress import PackageProgress
 from photonkick.server.release_installer import imported_installers
 from photonkick.server.state_dir import StateDir
@@ -77,8 +77,9 @@ class BootServer:
             self._cache = state.path / "cache"
             self._tftp_server = next_server(inventory)
             loaders = loader_files(self._cache, self._tftp_server)
-            self.packages = PackageProgress(state.path / PACKAGES_FILE)
+            self.packages = PackageProgress(state.store(PACKAGES_STORE))
             self.timeline.subscribe(self.packages.on_event)
+            state.on_change(self.packages.forget)
             self.service = BootService(
                 inventory, state, self.timeline, data_dir, loaders, packages=self.packages
             )

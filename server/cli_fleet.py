@@ -157,7 +157,7 @@ def _up(
         )
 
     def packages(run: HostRun) -> str | None:
-        counted = stored_progress(state.path, run.name, run.build)
+        counted = stored_progress(state, run.name, run.build)
         return counted.text() if counted else None
 
     progress = Progress([h.name for h in wanted], extra=packages)
@@ -244,9 +244,7 @@ def _print_status(
     try:
         for host in inventory.hosts:
             build = state.build(host.name).build
-            status = host_status(
-                timeline, host, build, stored_progress(state.path, host.name, build)
-            )
+            status = host_status(timeline, host, build, stored_progress(state, host.name, build))
             vm = "-"
             if driver is not None:
                 handle = driver.find(host.name)

@@ -1,22 +1,21 @@
 """The installer's log, shipped by the host while it installs (``POST /cb/<name>/<token>/log``).
 
-Each build's log is stored in ``<state>/install-log.db`` (SQLite), redacted, committed before
-the answer and capped (the oldest chunks go first). The shipper sends the byte offset of each
-chunk and a random id per boot: a chunk already stored is not stored again, and a new boot
-(a reinstall) starts a new log. Phases found in the lines become timeline events; an
-installer failure, or a log that stops with no ``installed`` after it within
-``server.install_log_timeout`` seconds, makes the build ``failed`` with the last log lines.
+Each build's log is kept in the state's ``install-log`` store (``<state>/install-log.db``, or
+the PostgreSQL database several servers share), redacted, committed before the answer and
+capped (the oldest chunks go first). The shipper sends the byte offset of each chunk and a
+random id per boot: a chunk already stored is not stored again, and a new boot (a reinstall)
+starts a new log. Phases found in the lines become timeline events; an installer failure, or
+a log that stops with no ``installed`` after it within ``server.install_log_timeout``
+seconds, makes the build ``failed`` with the last log lines.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from photonkick.kickstarts.host_secrets import secret_items, secrets_token
@@ -25,16 +24,12 @@ from photonkick.kickstarts.tokens import host_token, token_matches
 from photonkick.server.boot_service import BootService
 from photonkick.server.installer_phases import findings, meaningful
 from photonkick.server.log_safety import redact_tokens
-from photonkick.server.timeline import (
-    FAILED,
-    REARMED,
-    WRITE_TIMEOUT,
-    StoreUnavailable,
-    since_rearm,
-)
+from photonkick.server.store import Row, Store, Transaction
+from photonkick.server.timeline import FAILED, REARMED, StoreUnavailable, since_rearm
 
 log = logging.getLogger("photonkick.server.install_log")
-DATABASE_FILE = "install-log.db"
+STORE = "install-log"
+"""The state's store of the logs (``<state>/install-log.db`` with SQLite)."""
 MAX_LOG = 1024 * 1024
 """Bytes of log kept per build; older chunks are dropped first."""
 TAIL_LINES = 40
@@ -48,19 +43,8 @@ _CRYPT_HASH = re.compile(r"\$(?:1|5|6|y|gy|2[aby]|7)\$[^\s'\",;]+")
 _BOOT_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 WATCH_EVERY = 1.0
 """Seconds between two looks for builds whose log stopped."""
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS logs (
-    host TEXT NOT NULL, build INTEGER NOT NULL, boot TEXT NOT NULL, received INTEGER NOT NULL,
-    kept INTEGER NOT NULL, wall REAL NOT NULL, client TEXT NOT NULL,
-    PRIMARY KEY (host, build)
-);
-CREATE TABLE IF NOT EXISTS chunks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, host TEXT NOT NULL, build INTEGER NOT NULL,
-    text TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS chunks_build ON chunks (host, build);
-"""
+Query = Callable[[str, Sequence[object]], list[Row]]
+"""A store's read, or ``execute`` of its write transaction."""
 
 
 class BadLogRequest(ValueError):
@@ -69,12 +53,15 @@ class BadLogRequest(ValueError):
 
 @dataclass(frozen=True)
 class LogPosition:
-    """Where a build's stored log stands."""
+    """Where a build's stored log stands, and which server received it last."""
 
+    host: str
+    build: int
     boot: str
     received: int
     wall: float
     client: str
+    server: str
 
 
 def redact(text: str, secrets: list[str]) -> str:
@@ -94,20 +81,16 @@ def parse_query(boot: str | None, offset: str | None) -> tuple[str, int]:
 
 
 class InstallLogs:
-    """Every build's shipped log, its phases and the stopped-log watch. Thread-safe."""
+    """Every build's shipped log, its phases and the stopped-log watch, in the state's
+    ``install-log`` store. Thread-safe, and safe for several servers sharing the store."""
 
-    def __init__(self, service: BootService) -> None:
+    def __init__(self, service: BootService, store: Store | None = None) -> None:
+        """``store``: the state's ``install-log`` store unless given."""
         self.service = service
+        self._store = store if store is not None else service.state.store(STORE)
+        self._shared = service.state.backend.shared
+        self._server = service.timeline.server_id
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            service.state.path / DATABASE_FILE,
-            timeout=WRITE_TIMEOUT,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
         self._alive: dict[tuple[str, int], float] = {}
         """When a build's shipper last sent an empty or repeated chunk (kept in memory only)."""
         self._secret_values: dict[str, tuple[int, Host | None, list[str]]] = {}
@@ -123,32 +106,47 @@ class InstallLogs:
         return token_matches(self.service.state.secret, name, build, token)
 
     def append(self, name: str, boot: str, offset: int, body: bytes, client: str) -> None:
-        """Store the part of a chunk not stored yet, then record what its lines show.
+        """Store the part of a chunk not stored yet (committed before returning), then record
+        what its lines show.
 
         Raises StoreUnavailable when the database does not take it (answered 503).
         """
         build = self.service.build(name)
-        text = body.decode("utf-8", "replace")
-        with self._lock, self._unavailable():
-            position = self._position(name, build)
+        # A chunk stored already only says the shipper is alive: no write (the usual case).
+        position = self._position(self._store.read, name, build)
+        if _stored_already(position, boot, offset, body) and self._owns(position):
+            self._mark_alive(name, build)
+            return
+        with self._store.write() as db:
+            position = self._position(db.execute, name, build)
+            if _stored_already(position, boot, offset, body):
+                self._mark_alive(name, build)
+                if not self._owns(position):  # the log now comes here: so does its watch
+                    db.execute(
+                        "UPDATE install_logs SET server = ? WHERE host = ? AND build = ?",
+                        (self._server, name, build),
+                    )
+                return
             new_boot = position is None or position.boot != boot
             received = 0 if new_boot or position is None else position.received
-            if not new_boot and offset + len(body) <= received:
-                self._alive[(name, build)] = time.time()
-                return
-            skip = max(0, received - offset) if not new_boot else 0
-            fresh = body[skip:].decode("utf-8", "replace") if skip else text
-            before = [] if new_boot else self._lines(name, build, CONTEXT_LINES)
-            self._store(
-                name,
-                build,
-                boot,
-                offset + len(body),
-                redact(fresh, self._secrets(name, build)),
-                client,
-                new_boot,
-            )
+            fresh = _decode(body[max(0, received - offset) :] if not new_boot else body)
+            before = [] if new_boot else _lines(db.execute, name, build, CONTEXT_LINES)
+            self._save(db, name, build, boot, offset + len(body), fresh, client, new_boot)
         self._record(name, build, fresh, before, client)
+
+    def _mark_alive(self, name: str, build: int) -> None:
+        with self._lock:
+            self._alive[(name, build)] = time.time()
+
+    def _owns(self, position: LogPosition | None) -> bool:
+        """Whether this server watches the build's log for silence (see ``check_stopped``)."""
+        return position is not None and self._owner(position.server)
+
+    def _owner(self, server: str) -> bool:
+        """Whether a log that ``server`` received is watched here: every log of a store no
+        other server shares; in a shared one the logs this server received last (``""``:
+        received before servers were named, by whichever server watches first)."""
+        return not self._shared or server in ("", self._server)
 
     def _record(self, name: str, build: int, text: str, before: list[str], client: str) -> None:
         lines = redact(text, self._secrets(name, build)).splitlines()
@@ -172,78 +170,54 @@ class InstallLogs:
     def tail(self, name: str, build: int, lines: int = TAIL_LINES) -> str | None:
         """The last lines of the build's log; None when none arrived or it cannot be read."""
         try:
-            with self._lock:
-                found = self._lines(name, build, lines)
-        except sqlite3.Error:
+            found = _lines(self._store.read, name, build, lines)
+        except StoreUnavailable:
             return None
         return "\n".join(found) if found else None
 
-    def _position(self, name: str, build: int) -> LogPosition | None:
-        row = self._db.execute(
-            "SELECT boot, received, wall, client FROM logs WHERE host = ? AND build = ?",
+    @staticmethod
+    def _position(query: Query, name: str, build: int) -> LogPosition | None:
+        rows = query(
+            "SELECT host, build, boot, received, wall, client, server FROM install_logs "
+            "WHERE host = ? AND build = ?",
             (name, build),
-        ).fetchone()
-        return LogPosition(*row) if row else None
+        )
+        return LogPosition(*rows[0]) if rows else None
 
-    def _lines(self, name: str, build: int, count: int) -> list[str]:
-        rows = self._db.execute(
-            "SELECT text FROM chunks WHERE host = ? AND build = ? ORDER BY id DESC LIMIT ?",
-            (name, build, count),
-        ).fetchall()
-        text = "".join(row[0] for row in reversed(rows))
-        return text.splitlines()[-count:]
-
-    def _store(
+    def _save(
         self,
+        db: Transaction,
         name: str,
         build: int,
         boot: str,
         received: int,
-        text: str,
+        fresh: str,
         client: str,
         new_boot: bool,
     ) -> None:
-        db = self._db
-        with _transaction(db):
-            if new_boot:
-                db.execute("DELETE FROM chunks WHERE host = ? AND build = ?", (name, build))
+        """Within the write transaction: the new part of the log, redacted, and where the
+        log stands now."""
+        text = redact(fresh, self._secrets(name, build))
+        if new_boot:
+            db.execute("DELETE FROM install_log_chunks WHERE host = ? AND build = ?", (name, build))
+        db.execute(
+            "INSERT INTO install_logs (host, build, boot, received, kept, wall, client, server) "
+            "VALUES (?, ?, ?, ?, 0, ?, ?, ?) ON CONFLICT(host, build) DO UPDATE SET "
+            "boot = excluded.boot, received = excluded.received, wall = excluded.wall, "
+            "client = excluded.client, server = excluded.server, "
+            "kept = CASE WHEN ? = 1 THEN 0 ELSE install_logs.kept END",
+            (name, build, boot, received, time.time(), client, self._server, int(new_boot)),
+        )
+        if text:
             db.execute(
-                "INSERT INTO logs (host, build, boot, received, kept, wall, client) "
-                "VALUES (?, ?, ?, ?, 0, ?, ?) ON CONFLICT(host, build) DO UPDATE SET "
-                "boot = excluded.boot, received = excluded.received, wall = excluded.wall, "
-                "client = excluded.client, kept = CASE WHEN ? THEN 0 ELSE kept END",
-                (name, build, boot, received, time.time(), client, new_boot),
+                "INSERT INTO install_log_chunks (host, build, text) VALUES (?, ?, ?)",
+                (name, build, text),
             )
-            if text:
-                db.execute(
-                    "INSERT INTO chunks (host, build, text) VALUES (?, ?, ?)", (name, build, text)
-                )
-                db.execute(
-                    "UPDATE logs SET kept = kept + ? WHERE host = ? AND build = ?",
-                    (len(text), name, build),
-                )
-            self._cap(db, name, build)
-
-    def _cap(self, db: sqlite3.Connection, name: str, build: int) -> None:
-        """Drop the oldest chunks while the build keeps more than MAX_LOG."""
-        while True:
-            kept = db.execute(
-                "SELECT kept FROM logs WHERE host = ? AND build = ?", (name, build)
-            ).fetchone()[0]
-            if kept <= MAX_LOG:
-                return
-            row = db.execute(
-                "SELECT id, length(text) FROM chunks WHERE host = ? AND build = ? "
-                "ORDER BY id LIMIT 1",
-                (name, build),
-            ).fetchone()
-            if row is None:
-                return
-            db.execute("DELETE FROM chunks WHERE id = ?", (row[0],))
             db.execute(
-                "UPDATE logs SET kept = kept - ? WHERE host = ? AND build = ?",
-                (row[1], name, build),
+                "UPDATE install_logs SET kept = kept + ? WHERE host = ? AND build = ?",
+                (len(text), name, build),
             )
+        _cap(db, name, build)
 
     def _secrets(self, name: str, build: int) -> list[str]:
         """Values photonkick knows to be secret for this build of the host."""
@@ -263,27 +237,25 @@ class InstallLogs:
         self._secret_values[name] = (build, host, found)
         return found
 
-    @contextmanager
-    def _unavailable(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"{DATABASE_FILE}: {exc}") from exc
-
     # -- the stopped-log watch --
 
     def check_stopped(self, now: float | None = None) -> list[str]:
         """Fail every build whose log stopped ``install_log_timeout`` seconds ago with no
-        ``installed`` or ``failed`` since; returns the hosts failed now."""
+        ``installed`` or ``failed`` since; returns the hosts failed now.
+
+        With a shared store each server watches the logs it received last: the shipper posts
+        to one server, whose memory alone knows of its empty "alive" posts. Another server
+        never fails a build for a log that was shipped elsewhere.
+        """
         timeout = self.service.inventory.server.install_log_timeout
         now = time.time() if now is None else now
-        with self._lock, self._unavailable():
-            rows = self._db.execute("SELECT host, build, wall, client FROM logs").fetchall()
+        rows = self._store.read("SELECT host, build, wall, client, server FROM install_logs")
+        with self._lock:
             alive = dict(self._alive)
         failed = []
-        for name, build, stored_wall, client in rows:
+        for name, build, stored_wall, client, server in rows:
             wall = max(stored_wall, alive.get((name, build), 0.0))
-            if wall >= now - timeout:
+            if wall >= now - timeout or not self._owner(server):
                 continue
             if self.service.host(name) is None or self.service.build(name) != build:
                 continue
@@ -292,9 +264,7 @@ class InstallLogs:
                 continue
             if any(e.kind == REARMED and e.wall >= wall for e in every):
                 continue  # rearmed since: the next install starts a new log
-            with self._lock:
-                last = self._lines(name, build, CONTEXT_LINES)
-            shown = meaningful(last, 8)
+            shown = meaningful(_lines(self._store.read, name, build, CONTEXT_LINES), 8)
             reason = f"the installer log stopped {now - wall:.0f} s ago with no installed"
             if shown:
                 reason += f": {shown[-1]}"
@@ -314,20 +284,51 @@ class InstallLogs:
                 log.exception("install log watch failed")
 
     def close(self) -> None:
-        """Stop the watch and close the database."""
+        """Stop the watch (the store is closed with the state)."""
         self._stop.set()
         self._watch.join(5)
-        with self._lock:
-            self._db.close()
 
 
-@contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
+def _stored_already(position: LogPosition | None, boot: str, offset: int, body: bytes) -> bool:
+    """Whether every byte of a chunk of this boot's log is stored already."""
+    return (
+        position is not None and position.boot == boot and offset + len(body) <= position.received
+    )
+
+
+def _decode(body: bytes) -> str:
+    """A chunk as text; a NUL (which PostgreSQL's text refuses) shows as U+FFFD like any
+    byte that is not UTF-8."""
+    return body.decode("utf-8", "replace").replace("\x00", "\ufffd")
+
+
+def _lines(query: Query, name: str, build: int, count: int) -> list[str]:
+    """The last ``count`` lines of a build's log, through a read or the write transaction."""
+    rows = query(
+        "SELECT text FROM install_log_chunks WHERE host = ? AND build = ? ORDER BY id DESC LIMIT ?",
+        (name, build, count),
+    )
+    text = "".join(row[0] for row in reversed(rows))
+    return text.splitlines()[-count:]
+
+
+def _cap(db: Transaction, name: str, build: int) -> None:
+    """Drop the oldest chunks while the build keeps more than MAX_LOG."""
+    while True:
+        kept = db.execute(
+            "SELECT kept FROM install_logs WHERE host = ? AND build = ?", (name, build)
+        )[0][0]
+        if kept <= MAX_LOG:
+            return
+        rows = db.execute(
+            "SELECT id, length(text) FROM install_log_chunks WHERE host = ? AND build = ? "
+            "ORDER BY id LIMIT 1",
+            (name, build),
+        )
+        if not rows:
+            return
+        db.execute("DELETE FROM install_log_chunks WHERE id = ?", (rows[0][0],))
+        db.execute(
+            "UPDATE install_logs SET kept = kept - ? WHERE host = ? AND build = ?",
+            (rows[0][1], name, build),
+        )

@@ -1,37 +1,35 @@
 """How many RPMs each host's installer fetched from photonkick, and how many bytes.
 
 Every package an installer downloads comes from photonkick's release tree (``repos=``), so
-counting them needs nothing in the guest. The repo path only updates counters in memory; a
-background thread writes them to ``<state>/packages.db`` (like fetch events), where `status`
-and a restarted server read them. When a build reports ``installed`` its count becomes the
-host's total, shown next to the count of the host's next install ("packages 120 of 310").
+counting them needs nothing in the guest. The repo path only notes the fetch in memory; a
+background thread adds what is new to the state's ``packages`` store (``<state>/packages.db``,
+or the PostgreSQL database several servers share), where every server's API, `status` and a
+restarted server read it. A package name counts once per build, whichever server it was
+fetched from (the store keeps the names). When a build reports ``installed`` its count becomes
+the host's total, shown next to the count of the host's next install ("packages 120 of 310").
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
-from photonkick.server.timeline import REARMED, WRITE_TIMEOUT, Event
+from photonkick.server.state_dir import StateDir
+from photonkick.server.store import Store, StoreUnavailable, Transaction
+from photonkick.server.timeline import REARMED, Event
 
 log = logging.getLogger("photonkick.server.packages")
-DATABASE_FILE = "packages.db"
+STORE = "packages"
+"""The state's store of the counts (``<state>/packages.db`` with SQLite)."""
 WRITE_EVERY = 0.5
-"""Seconds between two writes of the counters that changed."""
+"""Seconds between two writes of the fetches noted."""
 MIB = 1024 * 1024
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS counts (
-    host TEXT NOT NULL, build INTEGER NOT NULL, count INTEGER NOT NULL, size INTEGER NOT NULL,
-    PRIMARY KEY (host, build)
-);
-CREATE TABLE IF NOT EXISTS totals (
-    host TEXT PRIMARY KEY, count INTEGER NOT NULL, size INTEGER NOT NULL
-);
-"""
+NAMES_PER_READ = 500
+"""Names looked up in the store by one query."""
+Key = tuple[str, int]
+Names = dict[str, int]
+"""Package file name -> size."""
 
 
 @dataclass(frozen=True)
@@ -48,31 +46,36 @@ class PackageCount:
         return f"packages {self.count}{of} ({self.size / MIB:.1f} MiB)"
 
 
-@dataclass
-class _Counter:
-    count: int = 0
-    size: int = 0
-    names: set[str] | None = None
+@dataclass(frozen=True)
+class _Op:
+    """A change waiting for the store, in the order it happened: fetched ``names``, or the
+    build ``finished`` (its count becomes the host's total) or was ``reset`` (rearmed)."""
+
+    kind: str
+    key: Key
+    names: Names | None = None
+
+
+Stored = tuple[int | None, int | None, int | None]
+"""The stored count and size of a build (None: none stored) and its host's total."""
 
 
 class PackageProgress:
-    """Per-build RPM counters, thread-safe; written to SQLite in the background."""
+    """Per-build RPM counts in the state's store. Thread-safe; ``note`` never waits for the
+    database, and every read shows this server's unwritten fetches at once."""
 
-    def __init__(self, database: Path) -> None:
+    def __init__(self, store: Store) -> None:
+        self._store = store
         self._lock = threading.Lock()
-        self._counts: dict[tuple[str, int], _Counter] = {}
+        self._seen: dict[Key, Names] = {}
+        """Names noted here per build: a fetch again is no new count (forgotten when another
+        server may have rearmed the host: the store then decides)."""
+        self._pending: dict[Key, Names] = {}
+        self._ops: list[_Op] = []
         self._totals: dict[str, tuple[int, int]] = {}
-        self._dirty: set[tuple[str, int]] = set()
-        self._dirty_totals: set[str] = set()
-        self._db = sqlite3.connect(
-            database, timeout=WRITE_TIMEOUT, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-        for host, build, count, size in self._db.execute("SELECT * FROM counts"):
-            self._counts[(host, build)] = _Counter(count, size, None)
-        for host, count, size in self._db.execute("SELECT * FROM totals"):
-            self._totals[host] = (count, size)
+        """Totals of builds finished here whose finish is not written yet."""
+        self._known: dict[Key, Stored] = {}
+        self._flushes = 0
         self._failing = False
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -83,75 +86,126 @@ class PackageProgress:
         """One RPM fetched by the host's installer (a name fetched again counts once)."""
         key = (host, build)
         with self._lock:
-            counter = self._counts.setdefault(key, _Counter())
-            if counter.names is None:
-                counter.names = set()
-            if name in counter.names:
+            seen = self._seen.setdefault(key, {})
+            if name in seen:
                 return
-            counter.names.add(name)
-            counter.count += 1
-            counter.size += size
-            self._dirty.add(key)
+            seen[name] = size
+            self._pending.setdefault(key, {})[name] = size
         self._wake.set()
 
     def progress(self, host: str, build: int) -> PackageCount | None:
-        """The build's count so far (None before its first RPM) with the host's last total."""
-        with self._lock:
-            counter = self._counts.get((host, build))
-            total = self._totals.get(host)
-        if counter is None or counter.count == 0:
+        """The build's count so far (None before its first RPM) with the host's last total:
+        the store's, with what this server has not written yet."""
+        key = (host, build)
+        for _ in range(3):  # a write in between would count the same fetches twice
+            with self._lock:
+                flushes = self._flushes
+                stored_valid, unwritten = self._unwritten(key)
+                total = self._totals.get(host)
+            stored = self._read(key)
+            if stored_valid and unwritten:
+                unwritten = self._not_stored(key, unwritten)
+            with self._lock:
+                if flushes == self._flushes:
+                    break
+        base_count, base_size = (stored[0] or 0, stored[1] or 0) if stored_valid else (0, 0)
+        count = base_count + len(unwritten)
+        size = base_size + sum(unwritten.values())
+        if count == 0:
             return None
-        return PackageCount(counter.count, counter.size, total[0] if total else None)
+        return PackageCount(count, size, total[0] if total else stored[2])
+
+    def _unwritten(self, key: Key) -> tuple[bool, Names]:
+        """Under the lock: whether the stored count still holds (no rearm waits to be
+        written) and the names noted since that are not written yet."""
+        valid, names = True, Names()
+        for op in self._ops:
+            if op.key != key:
+                continue
+            if op.kind == "reset":
+                valid, names = False, Names()
+            elif op.names:
+                names.update(op.names)
+        names.update(self._pending.get(key, {}))
+        return valid, names
+
+    def _not_stored(self, key: Key, names: Names) -> Names:
+        """``names`` less those stored already (fetched from another server too), read after
+        the stored count: a commit in between can only make the sum short, never too high."""
+        listed = list(names)
+        try:
+            for start in range(0, len(listed), NAMES_PER_READ):
+                batch = listed[start : start + NAMES_PER_READ]
+                marks = ", ".join("?" for _ in batch)
+                rows = self._store.read(
+                    "SELECT name FROM package_names WHERE host = ? AND build = ? "
+                    f"AND name IN ({marks})",
+                    (*key, *batch),
+                )
+                stored = {row[0] for row in rows}
+                names = {n: size for n, size in names.items() if n not in stored}
+        except StoreUnavailable:
+            pass
+        return names
+
+    def _read(self, key: Key) -> Stored:
+        """What the store holds for the build; what was last read when it cannot be read."""
+        try:
+            stored = read_stored(self._store, *key)
+        except StoreUnavailable:
+            with self._lock:
+                return self._known.get(key, (None, None, None))
+        with self._lock:
+            self._known[key] = stored
+        return stored
 
     def on_event(self, event: Event) -> None:
         """Timeline listener: ``installed`` makes the count the host's total; a rearm starts
         the build's count over."""
         key = (event.host, event.build)
+        if event.kind not in ("installed", REARMED):
+            return
         with self._lock:
-            if event.kind == "installed" and key in self._counts:
-                counter = self._counts[key]
-                self._totals[event.host] = (counter.count, counter.size)
-                self._dirty_totals.add(event.host)
-            elif event.kind == REARMED and key in self._counts:
-                self._counts[key] = _Counter()
-                self._dirty.add(key)
+            names = self._pending.pop(key, None)
+            if names:
+                self._ops.append(_Op("names", key, names))
+            if event.kind == REARMED:
+                self._ops.append(_Op("reset", key))
+                self._seen.pop(key, None)
             else:
-                return
+                self._ops.append(_Op("finished", key))
+                seen = self._seen.get(key)
+                if seen:  # shown at once; the store's own count is written as the total
+                    self._totals[event.host] = (len(seen), sum(seen.values()))
         self._wake.set()
 
-    def flush(self) -> None:
-        """Write the counters that changed; sqlite3.Error when the database refuses."""
+    def forget(self, host: str) -> None:
+        """State listener: another server changed the host (``""``: any host), perhaps
+        rearmed it: the store, not this server's memory, says which fetches are new."""
         with self._lock:
-            counts = [
-                (h, b, self._counts[(h, b)].count, self._counts[(h, b)].size)
-                for h, b in self._dirty
-            ]
-            totals = [(h, *self._totals[h]) for h in self._dirty_totals]
-            self._dirty.clear()
-            self._dirty_totals.clear()
-        if not counts and not totals:
+            for key in [k for k in self._seen if host in ("", k[0])]:
+                del self._seen[key]
+
+    def flush(self) -> None:
+        """Write what was noted; raises StoreUnavailable (keeping it for the next try)."""
+        with self._lock:
+            ops = self._ops + [_Op("names", k, n) for k, n in self._pending.items()]
+            self._ops, self._pending = [], {}
+        if not ops:
             return
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany(
-                "INSERT INTO counts (host, build, count, size) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(host, build) DO UPDATE SET count = excluded.count, "
-                "size = excluded.size",
-                counts,
-            )
-            self._db.executemany(
-                "INSERT INTO totals (host, count, size) VALUES (?, ?, ?) ON CONFLICT(host) "
-                "DO UPDATE SET count = excluded.count, size = excluded.size",
-                totals,
-            )
-            self._db.execute("COMMIT")
-        except sqlite3.Error:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            with self._lock:  # written at the next try
-                self._dirty.update((h, b) for h, b, _, _ in counts)
-                self._dirty_totals.update(h for h, _, _ in totals)
+            with self._store.write() as db:
+                for op in ops:
+                    _apply(db, op)
+        except BaseException:
+            with self._lock:  # before anything noted since, so the order stays
+                self._ops = ops + self._ops
             raise
+        with self._lock:
+            self._flushes += 1
+            waiting = {op.key[0] for op in self._ops if op.kind == "finished"}
+            for host in {op.key[0] for op in ops if op.kind == "finished"} - waiting:
+                self._totals.pop(host, None)  # the store has it now
 
     def _write_loop(self) -> None:
         while not self._stop.is_set():
@@ -160,7 +214,7 @@ class PackageProgress:
             self._stop.wait(WRITE_EVERY)
             try:
                 self.flush()
-            except sqlite3.Error as exc:
+            except StoreUnavailable as exc:
                 if not self._failing:
                     log.error("package counts not written (%s); retrying", exc)
                 self._failing = True
@@ -169,33 +223,65 @@ class PackageProgress:
             self._failing = False
 
     def close(self) -> None:
-        """Write what changed and close the database."""
+        """Write what was noted and stop (the store is closed with the state)."""
         self._stop.set()
         self._wake.set()
         self._writer.join(5)
         try:
             self.flush()
-        except sqlite3.Error as exc:
+        except StoreUnavailable as exc:
             log.error("package counts not written: %s", exc)
-        self._db.close()
 
 
-def stored_progress(state: Path, host: str, build: int) -> PackageCount | None:
-    """What a (running or stopped) server wrote for the build, read from the state folder."""
-    path = state / DATABASE_FILE
-    if not path.exists():
-        return None
+def _apply(db: Transaction, op: _Op) -> None:
+    """One change, within the write transaction."""
+    host, build = op.key
+    if op.kind == "reset":
+        db.execute("DELETE FROM package_names WHERE host = ? AND build = ?", (host, build))
+        db.execute("DELETE FROM package_counts WHERE host = ? AND build = ?", (host, build))
+    elif op.kind == "finished":
+        db.execute(
+            "INSERT INTO package_totals (host, count, size) SELECT host, count, size "
+            "FROM package_counts WHERE host = ? AND build = ? "
+            "ON CONFLICT(host) DO UPDATE SET count = excluded.count, size = excluded.size",
+            (host, build),
+        )
+    elif op.names:
+        count = size = 0
+        for name, bytes_ in op.names.items():
+            if db.execute(
+                "INSERT INTO package_names (host, build, name) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING RETURNING name",
+                (host, build, name),
+            ):
+                count, size = count + 1, size + bytes_
+        if count:
+            db.execute(
+                "INSERT INTO package_counts (host, build, count, size) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(host, build) DO UPDATE SET count = package_counts.count + "
+                "excluded.count, size = package_counts.size + excluded.size",
+                (host, build, count, size),
+            )
+
+
+def read_stored(store: Store, host: str, build: int) -> Stored:
+    """The build's stored count and size and the host's total. Raises StoreUnavailable."""
+    rows = store.read(
+        "SELECT (SELECT count FROM package_counts WHERE host = ? AND build = ?), "
+        "(SELECT size FROM package_counts WHERE host = ? AND build = ?), "
+        "(SELECT count FROM package_totals WHERE host = ?)",
+        (host, build, host, build, host),
+    )
+    count, size, total = rows[0]
+    return count, size, total
+
+
+def stored_progress(state: StateDir, host: str, build: int) -> PackageCount | None:
+    """What the servers wrote for the build (None too when the store cannot be read)."""
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=WRITE_TIMEOUT)
-        try:
-            row = db.execute(
-                "SELECT count, size FROM counts WHERE host = ? AND build = ?", (host, build)
-            ).fetchone()
-            total = db.execute("SELECT count FROM totals WHERE host = ?", (host,)).fetchone()
-        finally:
-            db.close()
-    except sqlite3.Error:
+        count, size, total = read_stored(state.store(STORE), host, build)
+    except StoreUnavailable:
         return None
-    if row is None or row[0] == 0:
+    if not count:
         return None
-    return PackageCount(row[0], row[1], total[0] if total else None)
+    return PackageCount(count, size or 0, total)

@@ -24,8 +24,9 @@ TIMELINE_FILE = "timeline.db"
 WRITE_PROBE = ".write-check"
 BUILD_TIMEOUT = 30.0
 """Seconds starting a build may wait for other writers (it is never on a boot request's path)."""
-COMPONENTS = ("state", "timeline", "secrets")
-"""The stores of a backend: build numbers, timelines and netboot-once, the secrets ledger."""
+COMPONENTS = ("state", "timeline", "secrets", "install-log", "packages")
+"""The stores of a backend: build numbers, timelines and netboot-once, the secrets ledger,
+the installers' logs, the package counts."""
 
 
 class StateError(PhotonkickError):
@@ -93,7 +94,7 @@ class StateDir:
         return secret
 
     def store(self, name: str) -> Store:
-        """The store of ``timeline`` or ``secrets`` (closed with this object)."""
+        """The store of one of ``COMPONENTS`` (closed with this object)."""
         return self.backend.store(name)
 
     def on_change(self, listener: ChangeListener) -> None:

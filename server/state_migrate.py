@@ -16,8 +16,15 @@ TABLES: dict[str, tuple[str, str]] = {
     "netboot": ("timeline", "host, installed_build, boot_ip"),
     "fetched": ("secrets", "host, build, client, wall"),
     "callbacks_closed": ("secrets", "host, build"),
+    "install_logs": ("install-log", "host, build, boot, received, kept, wall, client, server"),
+    "install_log_chunks": ("install-log", "host, build, text"),
+    "package_counts": ("packages", "host, build, count, size"),
+    "package_totals": ("packages", "host, count, size"),
+    "package_names": ("packages", "host, build, name"),
 }
-"""What is moved; events in the order they were stored, so timelines read the same."""
+"""What is moved; events and log chunks in the order they were stored, so timelines and logs
+read the same."""
+IN_ORDER = ("events", "install_log_chunks")
 
 
 class MigrateError(PhotonkickError):
@@ -79,7 +86,7 @@ def _read_all(sqlite: SqliteBackend, source: Path) -> dict[str, list[Row]]:
     rows: dict[str, list[Row]] = {}
     try:
         for table, (component, columns) in TABLES.items():
-            order = " ORDER BY id" if table == "events" else ""
+            order = " ORDER BY id" if table in IN_ORDER else ""
             rows[table] = sqlite.store(component).read(f"SELECT {columns} FROM {table}{order}")
     except StoreUnavailable as exc:
         raise MigrateError(f"cannot read the state in {source}: {exc}") from exc

@@ -1,11 +1,12 @@
 """The store behind StateDir, Timeline and SecretsLedger, and its embedded SQLite backend.
 
 Everything several boot servers must agree on (the token secret, build numbers, netboot-once,
-timelines, rearms, the secrets ledger and closed callbacks) goes through the two protocols
-here. ``StateBackend`` is one place of state: SQLite files in the state directory (the
-default, nothing to install) or one PostgreSQL database shared by several servers
-(``photonkick.server.store_pg``). Each of its ``Store`` objects runs SQL in the subset both
-dialects share (``?`` placeholders, ``ON CONFLICT``, ``RETURNING``).
+timelines, rearms, the secrets ledger and closed callbacks, the installers' logs and package
+counts) goes through the two protocols here. ``StateBackend`` is one place of state: SQLite
+files in the state directory (the default, nothing to install) or one PostgreSQL database
+shared by several servers (``photonkick.server.store_pg``). Each of its ``Store`` objects
+runs SQL in the subset both dialects share (``?`` placeholders, ``ON CONFLICT``,
+``RETURNING``).
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ class StateBackend(Protocol):
         """The secret every token is derived from (created once, then never changed)."""
 
     def store(self, name: str) -> Store:
-        """The store of one component: ``state``, ``timeline`` or ``secrets``."""
+        """The store of one component: ``state``, ``timeline``, ``secrets``, ``install-log``
+        or ``packages``."""
 
     def on_change(self, listener: ChangeListener) -> None:
         """Call ``listener(host)`` (on a thread of the backend's: it must return at once)
@@ -105,7 +107,7 @@ class SqliteStore:
     """One SQLite file: a connection per reading thread, one serialized write connection."""
 
     def __init__(self, path: Path, component: str) -> None:
-        """``component``: whose schema the file holds (``state``, ``timeline``, ``secrets``)."""
+        """``component``: whose schema the file holds (a key of ``SQLITE_MIGRATIONS``)."""
         self.name = path.name
         self.path = path
         self._write_lock = threading.Lock()

@@ -21,6 +21,27 @@ CREATE TABLE IF NOT EXISTS netboot (
 );
 """
 _SERVER_COLUMN = "ALTER TABLE events ADD COLUMN server TEXT NOT NULL DEFAULT ''"
+_INSTALL_LOG_V1 = """
+CREATE TABLE IF NOT EXISTS logs (
+    host TEXT NOT NULL, build INTEGER NOT NULL, boot TEXT NOT NULL, received INTEGER NOT NULL,
+    kept INTEGER NOT NULL, wall REAL NOT NULL, client TEXT NOT NULL,
+    PRIMARY KEY (host, build)
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, host TEXT NOT NULL, build INTEGER NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_build ON chunks (host, build);
+"""
+_PACKAGES_V1 = """
+CREATE TABLE IF NOT EXISTS counts (
+    host TEXT NOT NULL, build INTEGER NOT NULL, count INTEGER NOT NULL, size INTEGER NOT NULL,
+    PRIMARY KEY (host, build)
+);
+CREATE TABLE IF NOT EXISTS totals (
+    host TEXT PRIMARY KEY, count INTEGER NOT NULL, size INTEGER NOT NULL
+);
+"""
 
 SQLITE_MIGRATIONS: dict[str, tuple[str, ...]] = {
     "state": ("CREATE TABLE IF NOT EXISTS builds (host TEXT PRIMARY KEY, build INTEGER NOT NULL)",),
@@ -34,6 +55,27 @@ SQLITE_MIGRATIONS: dict[str, tuple[str, ...]] = {
         CREATE TABLE IF NOT EXISTS callbacks_closed (
             host TEXT NOT NULL, build INTEGER NOT NULL, PRIMARY KEY (host, build)
         );
+        """,
+    ),
+    # Written before versions were recorded (step 1 finds its tables there already); step 2
+    # gives the tables the names they have in PostgreSQL's one namespace.
+    "install-log": (
+        _INSTALL_LOG_V1,
+        """
+        ALTER TABLE logs RENAME TO install_logs;
+        ALTER TABLE install_logs ADD COLUMN server TEXT NOT NULL DEFAULT '';
+        ALTER TABLE chunks RENAME TO install_log_chunks
+        """,
+    ),
+    "packages": (
+        _PACKAGES_V1,
+        """
+        ALTER TABLE counts RENAME TO package_counts;
+        ALTER TABLE totals RENAME TO package_totals;
+        CREATE TABLE package_names (
+            host TEXT NOT NULL, build INTEGER NOT NULL, name TEXT NOT NULL,
+            PRIMARY KEY (host, build, name)
+        )
         """,
     ),
 }
@@ -57,6 +99,28 @@ POSTGRESQL_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE callbacks_closed (
         host TEXT NOT NULL, build INTEGER NOT NULL, PRIMARY KEY (host, build)
+    );
+    """,
+    """
+    CREATE TABLE install_logs (
+        host TEXT NOT NULL, build INTEGER NOT NULL, boot TEXT NOT NULL, received BIGINT NOT NULL,
+        kept BIGINT NOT NULL, wall DOUBLE PRECISION NOT NULL, client TEXT NOT NULL,
+        server TEXT NOT NULL DEFAULT '', PRIMARY KEY (host, build)
+    );
+    CREATE TABLE install_log_chunks (
+        id BIGSERIAL PRIMARY KEY, host TEXT NOT NULL, build INTEGER NOT NULL, text TEXT NOT NULL
+    );
+    CREATE INDEX install_log_chunks_build ON install_log_chunks (host, build);
+    CREATE TABLE package_counts (
+        host TEXT NOT NULL, build INTEGER NOT NULL, count BIGINT NOT NULL, size BIGINT NOT NULL,
+        PRIMARY KEY (host, build)
+    );
+    CREATE TABLE package_totals (
+        host TEXT PRIMARY KEY, count BIGINT NOT NULL, size BIGINT NOT NULL
+    );
+    CREATE TABLE package_names (
+        host TEXT NOT NULL, build INTEGER NOT NULL, name TEXT NOT NULL,
+        PRIMARY KEY (host, build, name)
     );
     """,
 )

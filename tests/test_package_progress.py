@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 from serve_process import MAC, ServeProcess
 
-from photonkick.server.package_progress import PackageCount, PackageProgress, stored_progress
+from photonkick.server.package_progress import (
+    STORE,
+    PackageCount,
+    PackageProgress,
+    stored_progress,
+)
+from photonkick.server.state_dir import StateDir
 from photonkick.server.timeline import REARMED, Event
 
 SPEC = """
@@ -93,7 +99,11 @@ def test_rpms_count_for_the_host_whose_address_fetched_its_kickstart(
     # Written in the background: `status` reads it from the state folder.
     exe = Path(sys.executable).parent / "photonkick"
     args = [str(exe), "status", str(serve.spec), "--offline", "--state", str(serve.state)]
-    wait_for(lambda: stored_progress(serve.state, "h00", 1) == PackageCount(1, 1024 * 1024, 2))
+    state = StateDir(serve.state)
+    try:
+        wait_for(lambda: stored_progress(state, "h00", 1) == PackageCount(1, 1024 * 1024, 2))
+    finally:
+        state.close()
     done = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "packages 1 of 2 (1.0 MiB)" in done.stdout
@@ -103,26 +113,66 @@ def test_rpms_count_for_the_host_whose_address_fetched_its_kickstart(
     assert packages(serve) == {"count": 1, "size": 1024 * 1024, "total": 2}
 
 
-def test_counters_are_thread_safe_and_written_in_the_background(tmp_path: Path) -> None:
-    progress = PackageProgress(tmp_path / "packages.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_args(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str | None]:
+    """Where two servers' state is: the state directory's SQLite, or a fresh PostgreSQL
+    database (shared by both)."""
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    return tmp_path / "state", url
+
+
+def test_two_servers_count_from_16_threads_once_and_in_the_store(
+    state_args: tuple[Path, str | None],
+) -> None:
+    """Two servers' counters on one store (as two `photonkick serve` on one database), eight
+    fetching threads each, the same names on both: every name counts once, no read ever shows
+    more than was fetched, and the store holds the count; installed, rearm and a count anew."""
+    states = [StateDir(*state_args), StateDir(*state_args)]
+    servers = [PackageProgress(state.store(STORE)) for state in states]
+    for state, server in zip(states, servers, strict=True):
+        state.on_change(server.forget)
+    done = threading.Event()
+    seen: list[int] = []
     try:
 
         def fetch(worker: int) -> None:
             for i in range(200):
-                progress.note("h", 1, f"p{i % 150}-{worker % 2}.rpm", 10)
+                servers[worker % 2].note("h", 1, f"p{i % 150}-{worker % 4 // 2}.rpm", 10)
 
-        threads = [threading.Thread(target=fetch, args=(w,)) for w in range(8)]
+        def watch() -> None:
+            while not done.is_set():
+                for server in servers:
+                    found = server.progress("h", 1)
+                    seen.append(found.count if found else 0)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        threads = [threading.Thread(target=fetch, args=(w,)) for w in range(16)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        assert progress.progress("h", 1) == PackageCount(300, 3000)
-        wait_for(lambda: stored_progress(tmp_path, "h", 1) == PackageCount(300, 3000))
-        progress.on_event(Event("h", 1, "installed", "", "", 0.0, 0.0, "r"))
-        progress.on_event(Event("h", 1, REARMED, "", "", 0.0, 0.0, "r"))
-        assert progress.progress("h", 1) is None
-        progress.note("h", 1, "p0.rpm", 5)
-        assert progress.progress("h", 1) == PackageCount(1, 5, 300)
+        for server in servers:
+            server.flush()
+        done.set()
+        watcher.join()
+        assert seen and max(seen) <= 300
+        for server in servers:
+            assert server.progress("h", 1) == PackageCount(300, 3000)
+        assert stored_progress(states[0], "h", 1) == PackageCount(300, 3000)
+
+        servers[1].on_event(Event("h", 1, "installed", "", "", 0.0, 0.0, "r"))
+        assert servers[1].progress("h", 1) == PackageCount(300, 3000, 300)  # at once
+        servers[1].on_event(Event("h", 1, REARMED, "", "", 0.0, 0.0, "r"))
+        assert servers[1].progress("h", 1) is None
+        servers[1].flush()
+        assert servers[0].progress("h", 1) is None
+        servers[0].forget("h")  # what the rearm's notification does (PostgreSQL: by itself)
+        servers[0].note("h", 1, "p0-0.rpm", 5)
+        assert servers[0].progress("h", 1) == PackageCount(1, 5, 300)
     finally:
-        progress.close()
-    assert stored_progress(tmp_path, "h", 1) == PackageCount(1, 5, 300)
+        for server in servers:
+            server.close()
+    assert stored_progress(states[1], "h", 1) == PackageCount(1, 5, 300)
+    for state in states:
+        state.close()

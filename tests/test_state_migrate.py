@@ -3,12 +3,17 @@ empty database."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
 from contextlib import closing
 from pathlib import Path
 
+from serve_process import ServeProcess
+
+from photonkick.server.package_progress import STORE as PACKAGES
+from photonkick.server.package_progress import PackageCount, PackageProgress, stored_progress
 from photonkick.server.secrets_gate import STORE, Fetch, SecretsLedger
 from photonkick.server.state_dir import StateDir
 from photonkick.server.timeline import Timeline
@@ -31,6 +36,19 @@ def fill(folder: Path) -> None:
     ledger = SecretsLedger(state.store(STORE))
     assert ledger.claim("db01", 1, "192.0.2.7", 1000.0) is None
     ledger.close_callbacks("db01", 1)
+    with state.store("install-log").write() as db:  # what a shipped log leaves
+        db.execute(
+            "INSERT INTO install_logs (host, build, boot, received, kept, wall, client, server) "
+            "VALUES ('db01', 1, 'b1', 12, 12, 1000.0, '192.0.2.7', 'old')"
+        )
+        db.executemany(
+            "INSERT INTO install_log_chunks (host, build, text) VALUES ('db01', 1, ?)",
+            [("one\n",), ("two\n",), ("three\n",)],
+        )
+    packages = PackageProgress(state.store(PACKAGES))
+    packages.note("db01", 1, "bash.rpm", 300)
+    packages.note("db01", 1, "curl.rpm", 200)
+    packages.close()
     state.close()
 
 
@@ -47,7 +65,10 @@ def test_migrate_moves_everything_and_reads_the_same(tmp_path: Path, pg_url: str
     expected = {h: old.events(h) for h in ("db01", "web01")}
     done = migrate(source, pg_url)
     assert done.returncode == 0, done.stderr
-    assert "1 builds, 53 events, 2 netboot, 1 fetched, 1 callbacks_closed" in done.stdout
+    assert (
+        "1 builds, 53 events, 2 netboot, 1 fetched, 1 callbacks_closed, 1 install_logs, "
+        "3 install_log_chunks, 1 package_counts, 0 package_totals, 2 package_names"
+    ) in done.stdout
 
     after = StateDir(tmp_path / "elsewhere", pg_url)
     new = Timeline(after.store("timeline"))
@@ -60,6 +81,9 @@ def test_migrate_moves_everything_and_reads_the_same(tmp_path: Path, pg_url: str
         ledger = SecretsLedger(after.store(STORE))
         assert ledger.claim("db01", 1, "192.0.2.99", 2000.0) == Fetch("192.0.2.7", 1000.0)
         assert ledger.callbacks_closed("db01", 1)
+        chunks = after.store("install-log").read("SELECT text FROM install_log_chunks ORDER BY id")
+        assert "".join(row[0] for row in chunks) == "one\ntwo\nthree\n"
+        assert stored_progress(after, "db01", 1) == PackageCount(2, 500)
         # The migrated store goes on: the next build follows the migrated one.
         assert after.next_build("web01").build == 3
     finally:
@@ -114,3 +138,57 @@ def test_a_timeline_written_before_schema_versions_is_upgraded_in_place(tmp_path
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
         rows = db.execute("SELECT kind, server FROM events ORDER BY id").fetchall()
     assert rows == [("installed", ""), ("ready", "new")]
+
+
+OLD_INSTALL_LOG = """
+CREATE TABLE logs (
+    host TEXT NOT NULL, build INTEGER NOT NULL, boot TEXT NOT NULL, received INTEGER NOT NULL,
+    kept INTEGER NOT NULL, wall REAL NOT NULL, client TEXT NOT NULL,
+    PRIMARY KEY (host, build)
+);
+CREATE TABLE chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, host TEXT NOT NULL, build INTEGER NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX chunks_build ON chunks (host, build);
+INSERT INTO logs VALUES ('h00', 1, 'b1', 24, 24, 1000.0, '127.0.0.1');
+INSERT INTO chunks (host, build, text) VALUES ('h00', 1, 'old line one' || char(10));
+INSERT INTO chunks (host, build, text) VALUES ('h00', 1, 'old line two' || char(10));
+"""
+OLD_PACKAGES = """
+CREATE TABLE counts (
+    host TEXT NOT NULL, build INTEGER NOT NULL, count INTEGER NOT NULL, size INTEGER NOT NULL,
+    PRIMARY KEY (host, build)
+);
+CREATE TABLE totals (host TEXT PRIMARY KEY, count INTEGER NOT NULL, size INTEGER NOT NULL);
+INSERT INTO counts VALUES ('h00', 1, 120, 125829120);
+INSERT INTO totals VALUES ('h00', 310, 325058560);
+"""
+
+
+def test_install_logs_and_package_counts_of_an_older_photonkick_keep_working(
+    tmp_path: Path,
+) -> None:
+    """A state directory whose install-log.db and packages.db an older photonkick wrote (their
+    own tables, no schema version): `serve` upgrades them in place and shows what they hold,
+    and goes on adding to it."""
+    state = tmp_path / "state"
+    state.mkdir()
+    for name, script in (("install-log.db", OLD_INSTALL_LOG), ("packages.db", OLD_PACKAGES)):
+        with closing(sqlite3.connect(state / name)) as db:
+            db.executescript(script)
+    serve = ServeProcess(tmp_path, 1, state, tmp_path / "data")
+    serve.start()
+    try:
+        path = f"/cb/h00/{serve.token('h00')}/log?boot=b1&offset=24"
+        assert serve.request("POST", path, b"new line three\n")[0] == 200
+        status, _, body = serve.request("GET", "/api/v1/hosts/h00")
+        assert status == 200
+        found = json.loads(body)
+        assert found["log_tail"] == "old line one\nold line two\nnew line three"
+        assert found["packages"] == {"count": 120, "size": 125829120, "total": 310}
+    finally:
+        serve.stop()
+    for name in ("install-log.db", "packages.db"):
+        with closing(sqlite3.connect(state / name)) as db:
+            assert db.execute("PRAGMA user_version").fetchone()[0] == 2
