@@ -607,6 +607,7 @@ class Fleet:
         def has_ip(state: VmState) -> bool:
             return state.tools_running and state.ip is not None
 
+        state: VmState | None = None
         try:
             state = self.driver.wait_for(
                 vm,
@@ -615,7 +616,6 @@ class Fleet:
                 stop=lambda: done.is_set() or self.stop.is_set(),
             )
         except DriverError as exc:
-            state = None
             if done.is_set() and not self.stop.is_set():
                 # Following ended (ready) between two polls: the address may be there now.
                 with contextlib.suppress(DriverError):
@@ -623,7 +623,8 @@ class Fleet:
             if state is None or not has_ip(state):
                 log.debug("%s: no guest IP: %s", host.name, exc)
                 return
-        self.timeline.record(host.name, build, "guest_ip", state.ip or "")
+        if state.ip is not None:
+            self.timeline.record(host.name, build, "guest_ip", state.ip)
 
 
 _BUILD_ISO = re.compile(r"(?P<host>.+)-build(?P<build>[0-9]+)\.iso")
