@@ -129,9 +129,10 @@ class BootServer:
         try:
             inventory = load_inventory(self.spec, imported=imported_installers(self.data_dir))
             self.service.reload(inventory)
-            if next_server(inventory) != self._tftp_server:
-                self._tftp_server = next_server(inventory)
-                self.service.loaders = loader_files(self._cache, self._tftp_server)
+            tftp_server = next_server(inventory)
+            if tftp_server != self._tftp_server:
+                self._tftp_server = tftp_server
+                self.service.loaders = loader_files(self._cache, tftp_server)
             self.webhooks.configure(inventory.server.webhooks)
             for hook in self.on_reload:
                 hook(inventory)

@@ -60,7 +60,6 @@ class _Transaction:
     vendor_class: str | None = None
     user_class: str | None = None
     boot_file: str | None = None
-    at: float | None = None
 
 
 class DhcpLogParser:
@@ -101,14 +100,14 @@ class DhcpLogParser:
             tx.user_class = text.removeprefix("user class: ")[:MAX_CLASS]
         elif boot := _BOOT_FILE.match(text):
             tx.boot_file = boot.group(1)
-        elif packet := _packet(text):
+        elif packet := _packet(text, at):
             if tx.packet is not None:
                 done.append(_finish(tx))
                 tx.boot_file = None
-            tx.packet, tx.at = packet, at
+            tx.packet = packet
 
 
-def _packet(text: str) -> DhcpEvent | None:
+def _packet(text: str, at: float | None = None) -> DhcpEvent | None:
     """``KIND(iface) [ip] mac [note]`` for the kinds that matter, else None."""
     match = _PACKET.fullmatch(text)
     if match is None or match.group(1) not in PACKET_KINDS:
@@ -127,14 +126,14 @@ def _packet(text: str) -> DhcpEvent | None:
     kind = match.group(1)
     if kind in ("DHCPOFFER", "DHCPACK"):
         note = None  # the client's host name: it says nothing about the boot
-    return DhcpEvent(kind, words[0].lower(), ip, note=note)
+    return DhcpEvent(kind, words[0].lower(), ip, note=note, at=at)
 
 
 def _finish(tx: _Transaction) -> DhcpEvent:
     assert tx.packet is not None
     p = tx.packet
     boot = tx.boot_file if p.kind in ("DHCPOFFER", "DHCPACK", "PXE") else None
-    return DhcpEvent(p.kind, p.mac, p.ip, boot, tx.vendor_class, tx.user_class, p.note, tx.at)
+    return DhcpEvent(p.kind, p.mac, p.ip, boot, tx.vendor_class, tx.user_class, p.note, p.at)
 
 
 class Leases:

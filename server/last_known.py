@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from photonkick.server.files import write_atomic
 
 log = logging.getLogger("photonkick.server.store")
 FILE = "last-known.json"
@@ -127,7 +128,7 @@ class LastKnown:
             text = json.dumps(data, sort_keys=True)
             self._dirty = False
         try:
-            _replace(self.path, text)
+            write_atomic(self.path, text, mode=0o600)
         except OSError as exc:
             with self._lock:
                 self._dirty = True
@@ -144,15 +145,3 @@ class LastKnown:
         self._writer.join(5)
         self._confirm()
         self.flush()
-
-
-def _replace(path: Path, text: str) -> None:
-    """Write ``text`` to a new 0600 file and move it over ``path``."""
-    new = path.with_name(path.name + ".new")
-    fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(new, path)

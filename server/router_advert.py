@@ -52,7 +52,7 @@ class RouterSolicitationAnswers:
 
     def __init__(self, interface: str) -> None:
         self.interface = interface
-        self.answered = 0
+        self._ifindex = 0
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -76,7 +76,7 @@ class RouterSolicitationAnswers:
         except OSError:
             sock.close()
             raise
-        self._sock = sock
+        self._sock, self._ifindex = sock, ifindex
         self._thread = threading.Thread(target=self._run, name="router-answers", daemon=True)
         self._thread.start()
 
@@ -90,19 +90,16 @@ class RouterSolicitationAnswers:
 
     def _run(self) -> None:
         assert self._sock is not None
-        ifindex = socket.if_nametoindex(self.interface)
         while not self._stop.is_set():
             if not select.select([self._sock], [], [], POLL_SECONDS)[0]:
                 continue
             try:
                 data, ancillary, _flags, peer = self._sock.recvmsg(1500, socket.CMSG_SPACE(4))
-                self._answer(data, ancillary, peer[0], ifindex)
+                self._answer(data, ancillary, peer[0])
             except OSError as exc:
                 log.warning("IPv6 router solicitation not answered: %s", exc)
 
-    def _answer(
-        self, data: bytes, ancillary: list[tuple[int, int, bytes]], source: str, ifindex: int
-    ) -> None:
+    def _answer(self, data: bytes, ancillary: list[tuple[int, int, bytes]], source: str) -> None:
         if len(data) < 8 or data[0] != ROUTER_SOLICITATION or data[1] != 0:
             return
         if _hop_limit(ancillary) != NEIGHBOR_DISCOVERY_HOPS:
@@ -115,6 +112,5 @@ class RouterSolicitationAnswers:
                 return
             self._last_multicast = now
             source = ALL_NODES
-        self._sock.sendto(EMPTY_ADVERTISEMENT, (source, 0, 0, ifindex))
-        self.answered += 1
+        self._sock.sendto(EMPTY_ADVERTISEMENT, (source, 0, 0, self._ifindex))
         log.debug("empty router advertisement sent to %s", source)
